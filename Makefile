@@ -5,13 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_STAMP := modelplane/.generated
+# The native gRPC transport (native/grpc_frontend.cpp), built against Debian's gRPC C++.
+NATIVE := dataplane/_grpc_frontend$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 MODELS_DIR ?= var/models
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps protos models run test test-fast lint format bench bench-deps clean
+.PHONY: install system-deps protos native native-deps models run test test-fast lint format bench bench-deps clean
 
-install: $(STAMP) $(PROTO_STAMP)
+install: $(STAMP) $(PROTO_STAMP) $(NATIVE)
 
 $(STAMP): requirements.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -26,6 +28,17 @@ $(PROTO_STAMP): $(STAMP) $(wildcard protos/modelplane/*.proto)
 	touch $(PROTO_STAMP)
 
 protos: $(PROTO_STAMP)
+
+native-deps:
+	@pkg-config --exists grpc++ 2>/dev/null || { \
+	  echo "installing Debian packages: libgrpc++-dev pkg-config"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgrpc++-dev pkg-config >/dev/null; }
+
+$(NATIVE): native/grpc_frontend.cpp native/build.sh $(STAMP)
+	@$(MAKE) --no-print-directory native-deps
+	PYTHON=$(PY) native/build.sh dataplane
+
+native: $(NATIVE)
 
 # Debian packages the tests use: a real PostgreSQL server and a real headless Chromium.
 system-deps:
@@ -74,4 +87,4 @@ bench: install bench-deps
 	$(PY) bench/bench_tensors.py
 
 clean:
-	rm -rf $(VENV) modelplane var .pytest_cache .ruff_cache
+	rm -rf $(VENV) modelplane var .pytest_cache .ruff_cache dataplane/_grpc_frontend*.so

@@ -1,67 +1,194 @@
-"""The gRPC front end: one grpc.aio server on its own event-loop thread.
+"""The gRPC front end: a native transport feeding one Python dispatcher thread.
 
-The loop lives in a thread so the main thread stays free for signals and the REST server keeps
-its own threads; start/stop are plain blocking calls for the wiring in `server.py`.
+gRPC's C++ callback server (native/grpc_frontend.cpp) owns HTTP/2, deadlines and flow control
+on threads that never touch Python. Calls whose request has arrived queue up; the dispatcher
+thread takes everything queued at once, decodes each request with the official message class,
+runs its handler and writes the answer. One thread, and one GIL hand-off per wake-up rather
+than several per call, is what makes a small call cheap: measured against grpc.aio on this
+machine it doubles throughput and halves p99 (docs/performance.md).
+
+Handlers are plain functions of the request. A handler that cannot answer at once (a batched or
+offloaded model call) returns a Future; the answer is written from the thread that completes
+it, and a call the client cancels cancels that Future (so a batch drops the caller). Handlers
+that block (a config reload) run on a small pool; server-streaming handlers get a
+`ResponseStream` and write to it from their own thread.
 """
 
 from __future__ import annotations
 
-import asyncio
+import enum
+import logging
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
-from grpc import aio
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
 
-from dataplane.grpc_service import CallRunner
+from dataplane import _grpc_frontend
+from dataplane.errors import Code, ServingError
 
-Registrar = Callable[[aio.Server, CallRunner], None]
+log = logging.getLogger(__name__)
+
+ChannelArgs = Sequence[tuple[str, int | str]]
+
+
+class Kind(enum.Enum):
+    UNARY = "unary"  # answered on the dispatcher, or later through a Future
+    BLOCKING = "blocking"  # may block: runs on the pool
+    STREAM = "stream"  # server streaming: the handler gets a ResponseStream
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How one method path is served."""
+
+    request_type: type[Message]
+    handler: Callable[..., Any]
+    kind: Kind
+
+
+Routes = Mapping[str, Route]
+
+
+def service_routes(
+    service: ServiceDescriptor,
+    handlers: Mapping[str, Callable[..., Any]],
+    blocking: Collection[str] = (),
+) -> dict[str, Route]:
+    """Routes for one service of an official proto: request types and streaming kinds come
+    from its descriptor, so a handler can only be bound to a method that exists."""
+    routes: dict[str, Route] = {}
+    for name, handler in handlers.items():
+        method = service.methods_by_name.get(name)
+        if method is None:
+            raise ValueError(f"{service.full_name} has no method {name}")
+        if method.server_streaming:
+            kind = Kind.STREAM
+        else:
+            kind = Kind.BLOCKING if name in blocking else Kind.UNARY
+        request_type = message_factory.GetMessageClass(method.input_type)
+        routes[f"/{service.full_name}/{name}"] = Route(request_type, handler, kind)
+    return routes
+
+
+class ResponseStream:
+    """The writing end of a server-streaming call."""
+
+    def __init__(self, call: _grpc_frontend.Call) -> None:
+        self._call = call
+
+    @property
+    def active(self) -> bool:
+        """False once the client has gone away or the call was cancelled."""
+        return not self._call.cancelled
+
+    def send(self, message: Message) -> bool:
+        """Queue one message; False if the call is already over."""
+        return self._call.write(message.SerializeToString())
+
+    def close(self) -> None:
+        """End the stream with OK once the queued messages are written."""
+        self._call.close_stream()
 
 
 class GrpcServer:
-    """Owns the event loop, the aio server and the pool for calls that block (reloads)."""
+    """Owns the native transport, the dispatcher thread and the pool for blocking handlers."""
 
-    def __init__(
-        self,
-        register: Registrar,
-        channel_args: Sequence[tuple[str, int | str]],
-        blocking_workers: int,
-    ) -> None:
-        self._register = register
+    def __init__(self, routes: Routes, channel_args: ChannelArgs, blocking_workers: int) -> None:
+        self._routes = dict(routes)
         self._channel_args = list(channel_args)
         self._pool = ThreadPoolExecutor(max_workers=blocking_workers, thread_name_prefix="grpc")
-        self._blocking = CallRunner(self._pool)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="grpc-loop", daemon=True
-        )
-        self._server: aio.Server | None = None
+        self._frontend: _grpc_frontend.Frontend | None = None
+        self._dispatcher = threading.Thread(target=self._dispatch_forever, name="grpc-dispatch")
+        self._waiting: dict[int, Future[Message]] = {}  # answers to come, by call id
 
     def start(self, addresses: Sequence[str]) -> int:
-        """Bind every address, start serving; returns the port bound for the last address."""
-        self._thread.start()
-        return self._call(self._start(addresses))
-
-    async def _start(self, addresses: Sequence[str]) -> int:
-        self._server = aio.server(options=self._channel_args)
-        self._register(self._server, self._blocking)
-        port = 0
-        for address in addresses:
-            port = self._server.add_insecure_port(address)
-        await self._server.start()
-        return port
+        """Bind every address and start serving; returns the port bound for the last one."""
+        self._frontend = _grpc_frontend.Frontend(list(addresses), self._channel_args)
+        ports = self._frontend.start()
+        self._dispatcher.start()
+        return ports[-1]
 
     def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace period, then stop."""
-        if self._server is not None:
-            self._call(self._server.stop(grace_seconds))
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
+        if self._frontend is not None:
+            self._frontend.shutdown(grace_seconds)
+            self._frontend.close()
+        if self._dispatcher.is_alive():
+            self._dispatcher.join()
         self._pool.shutdown(wait=True)
 
     def wait(self) -> None:
         """Block until the server has stopped."""
-        self._thread.join()
+        self._dispatcher.join()
 
-    def _call(self, coroutine: object) -> int:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()  # type: ignore[arg-type]
+    def _dispatch_forever(self) -> None:
+        assert self._frontend is not None
+        while calls := self._frontend.next_calls():
+            for call in calls:
+                self._dispatch(call)
+
+    def _dispatch(self, call: _grpc_frontend.Call) -> None:
+        if call.cancelled:  # gone before we started, or a cancellation of one we hold
+            waiting = self._waiting.pop(call.id, None)
+            if waiting is not None:
+                waiting.cancel()
+            return
+        route = self._routes.get(call.method)
+        if route is None:
+            call.abort(Code.UNIMPLEMENTED, f"Method not found: {call.method}")
+            return
+        try:
+            request = route.request_type.FromString(call.request)
+        except DecodeError:
+            message = f"cannot parse the request as {route.request_type.DESCRIPTOR.full_name}"
+            call.abort(Code.INVALID_ARGUMENT, message)
+            return
+        if route.kind is Kind.BLOCKING:
+            self._pool.submit(self._answer, call, route, request)
+        else:
+            self._answer(call, route, request)
+
+    def _answer(self, call: _grpc_frontend.Call, route: Route, request: Message) -> None:
+        try:
+            if route.kind is Kind.STREAM:
+                route.handler(request, ResponseStream(call))
+                return
+            answer = route.handler(request)
+        except BaseException as exc:
+            _fail(call, exc)
+            return
+        if not isinstance(answer, Future):
+            call.finish(answer.SerializeToString())
+        elif answer.done():
+            _reply(call, answer)
+        else:
+            self._waiting[call.id] = answer
+            answer.add_done_callback(lambda done: self._reply_later(call, done))
+
+    def _reply_later(self, call: _grpc_frontend.Call, done: Future[Message]) -> None:
+        self._waiting.pop(call.id, None)
+        _reply(call, done)
+
+
+def _reply(call: _grpc_frontend.Call, done: Future[Message]) -> None:
+    if done.cancelled():  # the transport has already ended the call
+        return
+    error = done.exception()
+    if error is not None:
+        _fail(call, error)
+    else:
+        call.finish(done.result().SerializeToString())
+
+
+def _fail(call: _grpc_frontend.Call, exc: BaseException) -> None:
+    """Core errors carry TF Serving's codes; anything else is a bug, reported as INTERNAL."""
+    if isinstance(exc, ServingError):
+        call.abort(exc.code, exc.message)
+        return
+    log.error("unexpected error in %s", call.method, exc_info=exc)
+    call.abort(Code.INTERNAL, f"{type(exc).__name__}: {exc}")

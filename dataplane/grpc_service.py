@@ -1,27 +1,20 @@
-"""gRPC translation: TensorFlow Serving's PredictionService and ModelService, plus our info service.
+"""gRPC translation: TensorFlow Serving's PredictionService and ModelService, plus our own.
 
-Each handler decodes the official request proto, calls one function of the protocol-free core
-and encodes the answer. `ServingError`s become the same status codes TF Serving returns.
-
-The servicers run on grpc.aio. Python's threaded gRPC server hands every call from its polling
-thread to a worker and back, which costs more CPU than a small model call itself; on the event
-loop a call is decoded, run and encoded without a thread switch. Work that blocks (a config
-reload, or a batched call waiting for its batch to fill) goes to a thread pool instead, so the
-loop keeps accepting requests that can join the batch.
+Each handler takes the official request message, calls the protocol-free core and builds the
+official response; `ServingError`s become the status codes TF Serving returns (grpc_server.py
+writes them). Inference handlers never block the dispatcher: they hand their plan to the core's
+`submit` and return the Future of the response, which is ready at once for a fast direct call.
+`serving_routes` binds every handler to its method path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
-from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Executor
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 
-import grpc
 import numpy as np
-from grpc import aio
+from grpc_health.v1 import health_pb2
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -31,80 +24,74 @@ from tensorflow_serving.apis import (
     input_pb2,
     model_management_pb2,
     model_pb2,
-    model_service_pb2_grpc,
+    model_service_pb2,
     predict_pb2,
-    prediction_service_pb2_grpc,
+    prediction_service_pb2,
     regression_pb2,
 )
 
 from dataplane import errors, tensors
 from dataplane.errors import Code, ServingError
+from dataplane.grpc_server import Routes, service_routes
+from dataplane.health import HealthService
 from dataplane.inference import (
     Classification,
     Examples,
+    InferenceResult,
     InferenceService,
     InferenceTask,
     ModelRef,
+    Prediction,
     Regression,
     Resolved,
 )
+from dataplane.info_service import InfoService
 from dataplane.manager import ModelManager
+from modelplane import info_pb2
 
-log = logging.getLogger(__name__)
-
-_GRPC_CODES: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
 SIGNATURE_DEF_FIELD = "signature_def"
 
-Request = TypeVar("Request")
-Response = TypeVar("Response")
+
+def serving_routes(
+    prediction: PredictionHandlers,
+    models: ModelHandlers,
+    info: InfoService,
+    health: HealthService | None,
+) -> Routes:
+    """Every method the data plane serves; health only with --enable_grpc_healthcheck_service."""
+    routes = {
+        **service_routes(
+            prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+            {
+                "Predict": prediction.predict,
+                "Classify": prediction.classify,
+                "Regress": prediction.regress,
+                "MultiInference": prediction.multi_inference,
+                "GetModelMetadata": prediction.get_model_metadata,
+            },
+        ),
+        **service_routes(
+            model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+            {
+                "GetModelStatus": models.get_model_status,
+                "HandleReloadConfigRequest": models.handle_reload_config_request,
+            },
+            blocking={"HandleReloadConfigRequest"},
+        ),
+        **service_routes(
+            info_pb2.DESCRIPTOR.services_by_name["DataPlaneInfo"], {"GetInfo": info.get_info}
+        ),
+    }
+    if health is not None:
+        routes.update(health_routes(health))
+    return routes
 
 
-async def guarded(
-    name: str, work: Callable[[], Awaitable[Response]], context: aio.ServicerContext
-) -> Response:
-    """Await one call's work; core errors become TF Serving's status codes."""
-    try:
-        return await work()
-    except ServingError as exc:
-        await context.abort(_GRPC_CODES[exc.code], exc.message)
-    except Exception as exc:
-        await _abort_internal(name, exc, context)
-    raise AssertionError("unreachable: abort raises")
-
-
-async def _now(handler: Callable[[Request], Response], request: Request) -> Response:
-    return handler(request)
-
-
-class CallRunner:
-    """Runs synchronous handlers for aio servicers: inline, or on a pool when they block."""
-
-    def __init__(self, executor: Executor) -> None:
-        self._executor = executor
-
-    async def inline(
-        self, handler: Callable[[Request], Response], request: Request, context: aio.ServicerContext
-    ) -> Response:
-        """For handlers that never block: no thread switch at all."""
-        return await guarded(handler.__name__, lambda: _now(handler, request), context)
-
-    async def offloaded(
-        self, handler: Callable[[Request], Response], request: Request, context: aio.ServicerContext
-    ) -> Response:
-        """For handlers that block (a config reload), so the loop keeps serving meanwhile."""
-        loop = asyncio.get_running_loop()
-        return await guarded(
-            handler.__name__,
-            lambda: loop.run_in_executor(self._executor, handler, request),
-            context,
-        )
-
-
-async def _abort_internal(name: str, exc: Exception, context: aio.ServicerContext) -> None:
-    if isinstance(exc, aio.AbortError):
-        raise exc
-    log.exception("unexpected error in %s", name)
-    await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+def health_routes(health: HealthService) -> Routes:
+    return service_routes(
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+        {"Check": health.check, "Watch": health.watch},
+    )
 
 
 def model_ref(spec: model_pb2.ModelSpec) -> ModelRef:
@@ -165,24 +152,53 @@ def _as_text(label: object) -> str:
     return label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
 
 
-class PredictionHandlers:
-    """tensorflow.serving.PredictionService's calls: decode, run the core's plan, encode.
+def _classification_response(
+    classification: Classification,
+) -> classification_pb2.ClassificationResponse:
+    response = classification_pb2.ClassificationResponse()
+    fill_model_spec(response.model_spec, classification.resolved)
+    fill_classification(response.result, classification)
+    return response
 
-    They run on the event loop: a direct model call runs inline, a batched one is awaited.
-    """
+
+def _regression_response(regression: Regression) -> regression_pb2.RegressionResponse:
+    response = regression_pb2.RegressionResponse()
+    fill_model_spec(response.model_spec, regression.resolved)
+    fill_regression(response.result, regression)
+    return response
+
+
+def _multi_inference_response(
+    results: Sequence[InferenceResult],
+) -> inference_pb2.MultiInferenceResponse:
+    response = inference_pb2.MultiInferenceResponse()
+    for result in results:
+        out = response.results.add()
+        fill_model_spec(out.model_spec, result.resolved)
+        if isinstance(result, Classification):
+            fill_classification(out.classification_result, result)
+        else:
+            fill_regression(out.regression_result, result)
+    return response
+
+
+class PredictionHandlers:
+    """tensorflow.serving.PredictionService's calls: decode, run the core's plan, encode."""
 
     def __init__(self, service: InferenceService, tensor_content: bool) -> None:
         self._service = service
         self._tensor_content = tensor_content
 
-    async def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    def predict(self, request: predict_pb2.PredictRequest) -> Future[predict_pb2.PredictResponse]:
         plan = self._service.predict_plan(
             model_ref(request.model_spec),
             request.model_spec.signature_name,
             functools.partial(_decode_inputs, request.inputs),
             request.output_filter,
         )
-        prediction = await self._service.run_async(plan)
+        return self._service.submit(plan, self._prediction_response)
+
+    def _prediction_response(self, prediction: Prediction) -> predict_pb2.PredictResponse:
         response = predict_pb2.PredictResponse()
         fill_model_spec(response.model_spec, prediction.resolved)
         for alias, array in prediction.outputs.items():
@@ -191,54 +207,37 @@ class PredictionHandlers:
             )
         return response
 
-    async def classify(
+    def classify(
         self, request: classification_pb2.ClassificationRequest
-    ) -> classification_pb2.ClassificationResponse:
+    ) -> Future[classification_pb2.ClassificationResponse]:
         plan = self._service.classify_plan(
             model_ref(request.model_spec),
             request.model_spec.signature_name,
             examples_from_input(request.input),
         )
-        classification = await self._service.run_async(plan)
-        response = classification_pb2.ClassificationResponse()
-        fill_model_spec(response.model_spec, classification.resolved)
-        fill_classification(response.result, classification)
-        return response
+        return self._service.submit(plan, _classification_response)
 
-    async def regress(
+    def regress(
         self, request: regression_pb2.RegressionRequest
-    ) -> regression_pb2.RegressionResponse:
+    ) -> Future[regression_pb2.RegressionResponse]:
         plan = self._service.regress_plan(
             model_ref(request.model_spec),
             request.model_spec.signature_name,
             examples_from_input(request.input),
         )
-        regression = await self._service.run_async(plan)
-        response = regression_pb2.RegressionResponse()
-        fill_model_spec(response.model_spec, regression.resolved)
-        fill_regression(response.result, regression)
-        return response
+        return self._service.submit(plan, _regression_response)
 
-    async def multi_inference(
+    def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest
-    ) -> inference_pb2.MultiInferenceResponse:
+    ) -> Future[inference_pb2.MultiInferenceResponse]:
         tasks = [
             InferenceTask(model_ref(t.model_spec), t.model_spec.signature_name, t.method_name)
             for t in request.tasks
         ]
         plan = self._service.multi_inference_plan(tasks, examples_from_input(request.input))
-        results = await self._service.run_async(plan)
-        response = inference_pb2.MultiInferenceResponse()
-        for result in results:
-            out = response.results.add()
-            fill_model_spec(out.model_spec, result.resolved)
-            if isinstance(result, Classification):
-                fill_classification(out.classification_result, result)
-            else:
-                fill_regression(out.regression_result, result)
-        return response
+        return self._service.submit(plan, _multi_inference_response)
 
-    async def get_model_metadata(
+    def get_model_metadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.metadata_field:
@@ -297,55 +296,3 @@ class ModelHandlers:
         response.status.error_code = int(report.code)
         response.status.error_message = report.message
         return response
-
-
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """tensorflow.serving.PredictionService on grpc.aio."""
-
-    def __init__(self, handlers: PredictionHandlers) -> None:
-        self._h = handlers
-
-    async def Predict(
-        self, request: predict_pb2.PredictRequest, context: aio.ServicerContext
-    ) -> predict_pb2.PredictResponse:
-        return await guarded("Predict", lambda: self._h.predict(request), context)
-
-    async def Classify(
-        self, request: classification_pb2.ClassificationRequest, context: aio.ServicerContext
-    ) -> classification_pb2.ClassificationResponse:
-        return await guarded("Classify", lambda: self._h.classify(request), context)
-
-    async def Regress(
-        self, request: regression_pb2.RegressionRequest, context: aio.ServicerContext
-    ) -> regression_pb2.RegressionResponse:
-        return await guarded("Regress", lambda: self._h.regress(request), context)
-
-    async def MultiInference(
-        self, request: inference_pb2.MultiInferenceRequest, context: aio.ServicerContext
-    ) -> inference_pb2.MultiInferenceResponse:
-        return await guarded("MultiInference", lambda: self._h.multi_inference(request), context)
-
-    async def GetModelMetadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: aio.ServicerContext
-    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        return await guarded(
-            "GetModelMetadata", lambda: self._h.get_model_metadata(request), context
-        )
-
-
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """tensorflow.serving.ModelService on grpc.aio; reloads block, so they always use a pool."""
-
-    def __init__(self, handlers: ModelHandlers, reloads: CallRunner) -> None:
-        self._h = handlers
-        self._reloads = reloads
-
-    async def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: aio.ServicerContext
-    ) -> get_model_status_pb2.GetModelStatusResponse:
-        return await self._reloads.inline(self._h.get_model_status, request, context)
-
-    async def HandleReloadConfigRequest(
-        self, request: model_management_pb2.ReloadConfigRequest, context: aio.ServicerContext
-    ) -> model_management_pb2.ReloadConfigResponse:
-        return await self._reloads.offloaded(self._h.handle_reload_config_request, request, context)

@@ -10,15 +10,14 @@ stops routing here while in-flight requests drain).
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-import grpc
-from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
+from dataplane import errors
 from dataplane.errors import ServingError
+from dataplane.grpc_server import ResponseStream
 from dataplane.manager import ModelManager, VersionState
 
 Status = health_pb2.HealthCheckResponse.ServingStatus
@@ -28,17 +27,43 @@ SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 SERVER = ""  # the health service name of the whole server
 
 
-class HealthServicer(health_pb2_grpc.HealthServicer):
-    """Answers Check and Watch from the manager's current model states."""
+@dataclass(slots=True)
+class _Watch:
+    """One Watch stream and the last status it was sent."""
+
+    service: str
+    stream: ResponseStream
+    last: int | None = None
+
+    def update(self, status: Status | None) -> bool:
+        """Send the status if it changed; False once the client has gone."""
+        current = SERVICE_UNKNOWN if status is None else status
+        if current != self.last:
+            self.last = current
+            return self.stream.send(health_pb2.HealthCheckResponse(status=current))
+        return self.stream.active
+
+
+class HealthService:
+    """Answers Check from the manager's current model states, and keeps Watch streams current.
+
+    Watch streams are refreshed by one thread every `watch_interval_seconds` (and at once on
+    shutdown, when each gets its final NOT_SERVING and is closed, so none holds up the drain).
+    """
 
     def __init__(self, manager: ModelManager, watch_interval_seconds: float = 1.0) -> None:
         self._manager = manager
         self._interval = watch_interval_seconds
         self._shutting_down = threading.Event()
+        self._lock = threading.Lock()
+        self._watches: list[_Watch] = []
+        self._wake = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def shut_down(self) -> None:
-        """From now on everything is NOT_SERVING; Watch streams see it at once."""
+        """From now on everything is NOT_SERVING; Watch streams see it at once and end."""
         self._shutting_down.set()
+        self._wake.set()
 
     def status(self, service: str) -> Status | None:
         """The service's status, or None when no model of that name was ever configured."""
@@ -61,25 +86,37 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             return False
         return any(v.state is VersionState.AVAILABLE for v in versions)
 
-    async def Check(
-        self, request: health_pb2.HealthCheckRequest, context: aio.ServicerContext
-    ) -> health_pb2.HealthCheckResponse:
+    def check(self, request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckResponse:
         status = self.status(request.service)
         if status is None:  # the gRPC health protocol's answer for an unknown service
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service: {request.service}")
+            raise errors.not_found(f"unknown service: {request.service}")
         return health_pb2.HealthCheckResponse(status=status)
 
-    async def Watch(
-        self, request: health_pb2.HealthCheckRequest, context: aio.ServicerContext
-    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+    def watch(self, request: health_pb2.HealthCheckRequest, stream: ResponseStream) -> None:
         """Send the status now and again whenever it changes, until the client goes away."""
-        last: Status | None = None
-        while not context.done():
-            status = self.status(request.service)
-            current = SERVICE_UNKNOWN if status is None else status
-            if current != last:
-                yield health_pb2.HealthCheckResponse(status=current)
-                last = current
+        watch = _Watch(request.service, stream)
+        watch.update(self.status(request.service))
+        with self._lock:
             if self._shutting_down.is_set():
-                return  # the final status is sent; never hold up the server's drain
-            await asyncio.sleep(self._interval)
+                stream.close()
+                return
+            self._watches.append(watch)
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._refresh_forever, name="health-watch", daemon=True
+                )
+                self._watcher.start()
+
+    def _refresh_forever(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            final = self._shutting_down.is_set()
+            with self._lock:
+                watches = list(self._watches)
+            gone = [w for w in watches if not w.update(self.status(w.service)) or final]
+            with self._lock:
+                for watch in gone:
+                    self._watches.remove(watch)
+                    watch.stream.close()
+            if final:
+                return

@@ -6,18 +6,18 @@ shapes classify/regress outputs must have) is checked here, once, for both proto
 
 Each request is written once, as a *plan*: a generator that leases a version, checks the
 request, yields the model call(s) it needs and returns the result. `run` drives a plan with
-blocking calls (REST's connection threads, warmup); `run_async` drives the same plan on an
-event loop (gRPC), awaiting a batched call instead of parking a thread on it, so a loop thread
-can feed the batcher from many concurrent requests.
+blocking calls (REST's connection threads, warmup); `submit` drives the same plan without
+ever blocking (gRPC's one dispatcher thread), resuming it by callback when a batched or slow
+call finishes instead of parking a thread on it, so one thread can feed the batcher from many
+concurrent requests.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future
-from contextlib import contextmanager
+from concurrent.futures import Executor, Future, InvalidStateError
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -160,6 +160,48 @@ def run_direct(
     return signature.run(feeds, output_keys)
 
 
+Answer = TypeVar("Answer")
+
+
+class PendingAnswer(Future[Answer]):
+    """The answer to a submitted plan; cancelling it also cancels the model call it waits on."""
+
+    step: Future[Outputs] | None = None
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()  # first: the step's callback must find us cancelled
+        step = self.step
+        if cancelled and step is not None:
+            step.cancel()
+        return cancelled
+
+    def settle(self, answer: Callable[[Result], Answer], result: Result) -> None:
+        if self.cancelled():
+            return
+        try:
+            reply = answer(result)
+        except BaseException as exc:
+            self.fail(exc)
+            return
+        with suppress(InvalidStateError):  # cancelled meanwhile: nobody waits for it
+            self.set_result(reply)
+
+    def fail(self, exc: BaseException) -> None:
+        with suppress(InvalidStateError):
+            self.set_exception(exc)
+
+
+def _resume(plan: Plan[Result], step: Future[Outputs] | None) -> ModelCall:
+    """The plan's next model call, after feeding it the finished step (None: at its start)."""
+    if step is None:
+        return next(plan)
+    if step.cancelled():
+        plan.close()  # releases the plan's lease
+        raise ServingError(Code.UNAVAILABLE, "the model call was cancelled")
+    error = step.exception()
+    return plan.throw(error) if error is not None else plan.send(step.result())
+
+
 class InferenceService:
     """The protocol-free API both protocol layers call."""
 
@@ -195,6 +237,9 @@ class InferenceService:
         except ServingError as exc:
             status = exc.code
             raise
+        except GeneratorExit:  # a submitted plan whose caller went away
+            status = Code.CANCELLED
+            raise
         except BaseException:
             status = Code.INTERNAL
             raise
@@ -204,45 +249,64 @@ class InferenceService:
             )
 
     def run(self, plan: Plan[Result]) -> Result:
-        """Drive a plan with blocking model calls, in the caller's thread."""
-        coroutine = self._drive(plan, blocking=True)
-        try:
-            coroutine.send(None)
-        except StopIteration as done:
-            return done.value
-        raise AssertionError("a blocking plan never suspends")
-
-    async def run_async(self, plan: Plan[Result]) -> Result:
-        """Drive a plan on an event loop without ever stalling it on a slow model.
-
-        Batched calls are awaited; a direct call runs inline when the signature is typically
-        fast (a thread hop would cost more than the call), else on the offload pool so one slow
-        model cannot hold up every other request on the loop.
-        """
-        return await self._drive(plan, blocking=False)
-
-    async def _drive(self, plan: Plan[Result], blocking: bool) -> Result:
+        """Drive a plan with blocking model calls, in the caller's thread (REST, warmup)."""
         try:
             call = next(plan)
             while True:
-                try:
-                    args = (call.servable, call.signature, call.feeds, call.output_keys)
-                    if blocking or self._runs_inline(call):
-                        outputs = self._run(*args)
-                    elif self._submit is not None:
-                        outputs = await asyncio.wrap_future(self._submit(*args))
-                    else:
-                        loop = asyncio.get_running_loop()
-                        outputs = await loop.run_in_executor(self._offload, self._run, *args)
-                except BaseException as exc:
-                    call = plan.throw(exc)
-                else:
-                    call = plan.send(outputs)
+                call = self._call_now(plan, call)
         except StopIteration as done:
             return done.value
 
+    def submit(self, plan: Plan[Result], answer: Callable[[Result], Answer]) -> Future[Answer]:
+        """Drive a plan without ever blocking the calling thread (gRPC's one dispatcher).
+
+        A direct call runs inline when the signature is typically fast (a thread hop would
+        cost more than the call); a batched call, or a slow one (on the offload pool), is
+        waited for by callback, and the plan resumes in the thread that finished it. `answer`
+        turns the plan's result into the reply in that same thread. Cancelling the returned
+        future cancels the model call it waits on, so a batch drops a caller who went away.
+        """
+        pending: PendingAnswer[Answer] = PendingAnswer()
+        self._advance(plan, answer, pending, None)
+        return pending
+
+    def _advance(
+        self,
+        plan: Plan[Result],
+        answer: Callable[[Result], Answer],
+        pending: PendingAnswer[Answer],
+        step: Future[Outputs] | None,
+    ) -> None:
+        try:
+            call = _resume(plan, step)
+            while self._runs_inline(call):
+                call = self._call_now(plan, call)
+            pending.step = self._start(call)
+            pending.step.add_done_callback(lambda done: self._advance(plan, answer, pending, done))
+        except StopIteration as done:
+            pending.settle(answer, done.value)
+        except BaseException as exc:
+            pending.fail(exc)
+
+    def _call_now(self, plan: Plan[Result], call: ModelCall) -> ModelCall:
+        """Run one model call in this thread and feed its outputs (or error) to the plan."""
+        try:
+            outputs = self._run(call.servable, call.signature, call.feeds, call.output_keys)
+        except Exception as exc:
+            return plan.throw(exc)
+        return plan.send(outputs)
+
+    def _start(self, call: ModelCall) -> Future[Outputs]:
+        args = (call.servable, call.signature, call.feeds, call.output_keys)
+        if self._submit is not None:
+            return self._submit(*args)
+        assert self._offload is not None, "only calls _runs_inline refused come here"
+        return self._offload.submit(self._run, *args)
+
     def _runs_inline(self, call: ModelCall) -> bool:
-        return self._submit is None and call.signature.typical_seconds < INLINE_CALL_SECONDS
+        if self._submit is not None:
+            return False
+        return self._offload is None or call.signature.typical_seconds < INLINE_CALL_SECONDS
 
     def predict(
         self,

@@ -6,12 +6,11 @@ import hashlib
 import time
 import uuid
 
-from grpc import aio
 from tensorflow_serving.config import model_server_config_pb2
 
 from dataplane import __version__
 from dataplane.manager import ModelManager
-from modelplane import info_pb2, info_pb2_grpc
+from modelplane import info_pb2
 
 
 def config_fingerprint(config: model_server_config_pb2.ModelServerConfig | None) -> str:
@@ -21,7 +20,7 @@ def config_fingerprint(config: model_server_config_pb2.ModelServerConfig | None)
     return hashlib.sha256(config.SerializeToString(deterministic=True)).hexdigest()
 
 
-class InfoServicer(info_pb2_grpc.DataPlaneInfoServicer):
+class InfoService:
     """Answers with this process's incarnation and the fingerprint of the config in force."""
 
     def __init__(self, manager: ModelManager) -> None:
@@ -29,9 +28,7 @@ class InfoServicer(info_pb2_grpc.DataPlaneInfoServicer):
         self._incarnation = uuid.uuid4().hex
         self._started_ms = int(time.time() * 1000)
 
-    async def GetInfo(
-        self, request: info_pb2.GetInfoRequest, context: aio.ServicerContext
-    ) -> info_pb2.GetInfoResponse:
+    def get_info(self, request: info_pb2.GetInfoRequest) -> info_pb2.GetInfoResponse:
         config, applied_ms = self._manager.current_config()
         return info_pb2.GetInfoResponse(
             incarnation_id=self._incarnation,

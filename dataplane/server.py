@@ -13,31 +13,20 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from grpc import aio
-from grpc_health.v1 import health_pb2_grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
 from dataplane import config as model_config
 from dataplane import metrics
 from dataplane.batching import BatchingConfig, BatchingRunner, read_batching_config
 from dataplane.errors import ServingError
 from dataplane.grpc_server import GrpcServer
-from dataplane.grpc_service import (
-    CallRunner,
-    ModelHandlers,
-    ModelServicer,
-    PredictionHandlers,
-    PredictionServicer,
-)
-from dataplane.health import HealthServicer
+from dataplane.grpc_service import ModelHandlers, PredictionHandlers, serving_routes
+from dataplane.health import HealthService
 from dataplane.inference import InferenceService, run_direct
-from dataplane.info_service import InfoServicer
+from dataplane.info_service import InfoService
 from dataplane.manager import ModelManager
 from dataplane.options import ServerOptions
 from dataplane.rest import ExtraRoute, RestServer
 from dataplane.servable import SessionOptions, load_servable
 from dataplane.warmup import PreparedLoader
-from modelplane import info_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +102,7 @@ class DataPlane:
             metrics=self.metrics,
         )
         self.manager = ModelManager(options, load)
-        # gRPC runs fast calls on its event loop; slow ones (and only those) use these threads.
+        # gRPC runs fast calls on its dispatcher thread; slow ones (and only those) use these.
         self._offload = ThreadPoolExecutor(
             max_workers=options.grpc_max_threads or 4 * (os.cpu_count() or 1),
             thread_name_prefix="inference",
@@ -125,32 +114,25 @@ class DataPlane:
             metrics=self.metrics,
             offload=self._offload,
         )
-        self.health = HealthServicer(self.manager)
+        self.health = HealthService(self.manager)
         self._grpc = self._build_grpc_server()
         routes = metrics_routes(options, self.metrics)
         self.rest = RestServer(options, self.service, routes) if options.rest_api_port else None
         self.grpc_port = 0
 
     def _build_grpc_server(self) -> GrpcServer:
-        """Fast inference runs on the event loop, batched calls are awaited, slow model calls
-        use the offload pool (--grpc_max_threads); config reloads get their own small pool."""
-        return GrpcServer(
-            self._register_services,
-            channel_arguments(self.options.grpc_channel_arguments),
-            blocking_workers=2,
-        )
-
-    def _register_services(self, server: aio.Server, blocking: CallRunner) -> None:
+        """Fast inference runs on the dispatcher thread, batched calls complete by callback,
+        slow model calls use the offload pool (--grpc_max_threads); reloads get their own."""
         tensor_content = self.options.enable_serialization_as_tensor_content
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(PredictionHandlers(self.service, tensor_content)), server
+        routes = serving_routes(
+            PredictionHandlers(self.service, tensor_content),
+            ModelHandlers(self.manager),
+            InfoService(self.manager),
+            self.health if self.options.enable_grpc_healthcheck_service else None,
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(ModelHandlers(self.manager), blocking), server
+        return GrpcServer(
+            routes, channel_arguments(self.options.grpc_channel_arguments), blocking_workers=2
         )
-        info_pb2_grpc.add_DataPlaneInfoServicer_to_server(InfoServicer(self.manager), server)
-        if self.options.enable_grpc_healthcheck_service:
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
 
     def start(self) -> None:
         """Apply the initial config, then open the ports."""

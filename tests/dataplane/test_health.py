@@ -12,7 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dataplane import errors
 from dataplane.grpc_server import GrpcServer
-from dataplane.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, HealthServicer
+from dataplane.grpc_service import health_routes
+from dataplane.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, HealthService
 from dataplane.manager import VersionState, VersionStatus
 
 
@@ -37,20 +38,14 @@ def manager() -> FakeManager:
 
 
 @pytest.fixture
-def servicer(manager: FakeManager) -> HealthServicer:
-    return HealthServicer(manager, watch_interval_seconds=0.02)  # type: ignore[arg-type]
+def servicer(manager: FakeManager) -> HealthService:
+    return HealthService(manager, watch_interval_seconds=0.02)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def stub(servicer: HealthServicer) -> Iterator[health_pb2_grpc.HealthStub]:
-    """The servicer on the data plane's own aio front end, on a free loopback port."""
-    server = GrpcServer(
-        lambda aio_server, _blocking: health_pb2_grpc.add_HealthServicer_to_server(
-            servicer, aio_server
-        ),
-        channel_args=[],
-        blocking_workers=2,
-    )
+def stub(servicer: HealthService) -> Iterator[health_pb2_grpc.HealthStub]:
+    """The service on the data plane's own gRPC front end, on a free loopback port."""
+    server = GrpcServer(health_routes(servicer), channel_args=[], blocking_workers=2)
     port = server.start(["127.0.0.1:0"])
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield health_pb2_grpc.HealthStub(channel)
@@ -119,3 +114,10 @@ def test_watch_of_unknown_service_says_so(stub, servicer) -> None:
     stream = stub.Watch(health_pb2.HealthCheckRequest(service="ghost"), timeout=10)
     assert next(stream).status == SERVICE_UNKNOWN
     stream.cancel()
+
+
+def test_a_watch_started_after_shutdown_gets_one_answer_and_ends(manager, servicer, stub) -> None:
+    manager.models["m"] = [VersionState.AVAILABLE]
+    servicer.shut_down()
+    statuses = [r.status for r in stub.Watch(health_pb2.HealthCheckRequest(service="m"), timeout=5)]
+    assert statuses == [NOT_SERVING]

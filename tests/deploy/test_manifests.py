@@ -84,7 +84,12 @@ def read_dockerfile(relative: str) -> Dockerfile:
         base=found["FROM"][-1],
         entrypoint=json.loads(found["ENTRYPOINT"][-1]),
         cmd=json.loads(found["CMD"][-1]),
-        copy_sources=[src for copy in found["COPY"] for src in copy.split()[:-1]],
+        copy_sources=[  # from the build context, not from an earlier stage
+            src
+            for copy in found["COPY"]
+            if not copy.startswith("--from=")
+            for src in copy.split()[:-1]
+        ],
         runs=found["RUN"],
     )
 
@@ -270,6 +275,15 @@ def test_dockerfile_builds_from_the_repository(dockerfile: str) -> None:
     for source in image.copy_sources:
         assert (REPO / source).exists(), f"{dockerfile}: COPY {source} does not exist"
         assert source.rstrip("/") in allowed, f"{dockerfile}: {source} is .dockerignored"
+
+
+def test_dataplane_image_builds_the_native_transport_as_the_makefile_does() -> None:
+    image = read_dockerfile("deploy/docker/Dockerfile.dataplane")
+    assert "mkdir /out && native/build.sh /out" in image.runs
+    assert "PYTHON=$(PY) native/build.sh dataplane" in (REPO / "Makefile").read_text()
+    assert "native/" in image.copy_sources
+    pybind11 = next(p for p in (REPO / "requirements.txt").read_text().split() if "pybind11" in p)
+    assert f"pip install --no-cache-dir {pybind11}" in image.runs
 
 
 def dockerignore_allowlist(dockerfile: Path) -> set[str]:

@@ -1,0 +1,246 @@
+"""The gRPC front end itself: native transport, dispatcher, routes, futures, errors, drain."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+
+from dataplane import errors
+from dataplane.grpc_server import GrpcServer, Kind, ResponseStream, service_routes
+
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
+CHECK = "/grpc.health.v1.Health/Check"
+WATCH = "/grpc.health.v1.Health/Watch"
+Request = health_pb2.HealthCheckRequest
+Response = health_pb2.HealthCheckResponse
+
+
+class Handlers:
+    """Check answers by the requested service name; Watch streams three answers."""
+
+    def __init__(self) -> None:
+        self.held: list[Future] = []
+        self.threads: list[str] = []
+
+    def check(self, request: Request) -> Response | Future[Response]:
+        self.threads.append(threading.current_thread().name)
+        match request.service:
+            case "ok":
+                return Response(status=Response.SERVING)
+            case "missing":
+                raise errors.not_found("no such thing: missing")
+            case "bug":
+                raise KeyError("boom")
+            case "held":  # answered later, from another thread
+                held: Future[Response] = Future()
+                self.held.append(held)
+                return held
+            case "big":
+                return Response(status=Response.SERVING)
+        raise errors.invalid_argument(f"unexpected {request.service}")
+
+    def watch(self, request: Request, stream: ResponseStream) -> None:
+        def send_all() -> None:
+            for status in (Response.NOT_SERVING, Response.SERVING, Response.NOT_SERVING):
+                stream.send(Response(status=status))
+            stream.close()
+
+        threading.Thread(target=send_all).start()
+
+
+def start_server(routes, channel_args=(), address="127.0.0.1:0") -> tuple[GrpcServer, int]:
+    server = GrpcServer(routes, channel_args=list(channel_args), blocking_workers=2)
+    return server, server.start([address])
+
+
+@pytest.fixture(scope="module")
+def handlers() -> Handlers:
+    return Handlers()
+
+
+@pytest.fixture(scope="module")
+def channel(handlers: Handlers) -> Iterator[grpc.Channel]:
+    routes = service_routes(HEALTH, {"Check": handlers.check, "Watch": handlers.watch})
+    server, port = start_server(routes)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel
+    server.stop(0)
+
+
+def unary(channel: grpc.Channel, method: str = CHECK) -> Callable:
+    return channel.unary_unary(
+        method,
+        request_serializer=Request.SerializeToString,
+        response_deserializer=Response.FromString,
+    )
+
+
+def code_and_details(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code(), caught.value.details()
+
+
+def test_routes_take_request_types_and_kinds_from_the_descriptor(handlers) -> None:
+    routes = service_routes(HEALTH, {"Check": handlers.check, "Watch": handlers.watch})
+    assert routes[CHECK].request_type is Request and routes[CHECK].kind is Kind.UNARY
+    assert routes[WATCH].kind is Kind.STREAM
+    blocking = service_routes(HEALTH, {"Check": handlers.check}, blocking={"Check"})
+    assert blocking[CHECK].kind is Kind.BLOCKING
+    with pytest.raises(ValueError, match=r"grpc\.health\.v1\.Health has no method Chek"):
+        service_routes(HEALTH, {"Chek": handlers.check})
+
+
+def test_an_answer_is_the_handlers_message(channel) -> None:
+    assert unary(channel)(Request(service="ok"), timeout=5).status == Response.SERVING
+
+
+def test_serving_errors_keep_their_code_and_message(channel) -> None:
+    code, details = code_and_details(lambda: unary(channel)(Request(service="missing"), timeout=5))
+    assert (code, details) == (grpc.StatusCode.NOT_FOUND, "no such thing: missing")
+
+
+def test_a_bug_is_internal_and_the_server_keeps_serving(channel) -> None:
+    code, details = code_and_details(lambda: unary(channel)(Request(service="bug"), timeout=5))
+    assert code is grpc.StatusCode.INTERNAL and details == "KeyError: 'boom'"
+    assert unary(channel)(Request(service="ok"), timeout=5).status == Response.SERVING
+
+
+def test_unknown_methods_are_unimplemented(channel) -> None:
+    code, details = code_and_details(
+        lambda: unary(channel, "/grpc.health.v1.Health/Nope")(Request(), timeout=5)
+    )
+    assert code is grpc.StatusCode.UNIMPLEMENTED
+    assert details == "Method not found: /grpc.health.v1.Health/Nope"
+
+
+def test_a_request_that_does_not_parse_is_invalid(channel) -> None:
+    raw = channel.unary_unary(CHECK)
+    code, details = code_and_details(lambda: raw(b"\xff\xff\xff", timeout=5))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert details == "cannot parse the request as grpc.health.v1.HealthCheckRequest"
+
+
+def test_a_future_is_answered_from_the_thread_that_completes_it(channel, handlers) -> None:
+    handlers.held.clear()
+    answer = unary(channel).future(Request(service="held"), timeout=5)
+    deadline = time.monotonic() + 5
+    while not handlers.held and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not answer.done()
+    threading.Thread(
+        target=handlers.held[0].set_result, args=(Response(status=Response.NOT_SERVING),)
+    ).start()
+    assert answer.result(timeout=5).status == Response.NOT_SERVING
+
+
+def test_a_failed_future_reports_its_error(channel, handlers) -> None:
+    handlers.held.clear()
+    answer = unary(channel).future(Request(service="held"), timeout=5)
+    while not handlers.held:
+        time.sleep(0.005)
+    handlers.held[0].set_exception(errors.failed_precondition("not now"))
+    with pytest.raises(grpc.RpcError) as caught:
+        answer.result(timeout=5)
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details() == "not now"
+
+
+@pytest.mark.parametrize("how", ["client cancels", "deadline passes"])
+def test_a_call_that_ends_early_cancels_the_future_it_waits_on(channel, handlers, how) -> None:
+    handlers.held.clear()
+    answer = unary(channel).future(
+        Request(service="held"), timeout=0.3 if how == "deadline passes" else 5
+    )
+    while not handlers.held:
+        time.sleep(0.005)
+    if how == "client cancels":
+        answer.cancel()
+    deadline = time.monotonic() + 5
+    while not handlers.held[0].cancelled() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handlers.held[0].cancelled()
+    assert unary(channel)(Request(service="ok"), timeout=5).status == Response.SERVING
+
+
+def test_server_streaming_writes_every_message_in_order(channel) -> None:
+    watch = channel.unary_stream(
+        WATCH,
+        request_serializer=Request.SerializeToString,
+        response_deserializer=Response.FromString,
+    )
+    statuses = [r.status for r in watch(Request(), timeout=5)]
+    assert statuses == [Response.NOT_SERVING, Response.SERVING, Response.NOT_SERVING]
+
+
+def test_blocking_routes_run_on_the_pool() -> None:
+    handlers = Handlers()
+    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}, {"Check"}))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            unary(channel)(Request(service="ok"), timeout=5)
+    finally:
+        server.stop(0)
+    assert handlers.threads[0].startswith("grpc")
+    assert handlers.threads[0] != "grpc-dispatch"
+
+
+def test_channel_arguments_apply(handlers) -> None:
+    """A receive limit set as a channel argument is enforced by the transport."""
+    routes = service_routes(HEALTH, {"Check": handlers.check})
+    payload = Request(service="big").SerializeToString()
+    too_big = payload + b"\x1a\x80\x01" + b"y" * 128  # plus an unknown 128-byte field
+    server, port = start_server(routes, [("grpc.max_receive_message_length", 64)])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            raw = channel.unary_unary(CHECK, response_deserializer=Response.FromString)
+            assert raw(payload, timeout=5).status == Response.SERVING
+            code, _ = code_and_details(lambda: raw(too_big, timeout=5))
+            assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        server.stop(0)
+
+
+def test_unix_socket_addresses_serve(tmp_path, handlers) -> None:
+    path = tmp_path / "grpc.sock"
+    routes = service_routes(HEALTH, {"Check": handlers.check})
+    server, _ = start_server(routes, address=f"unix:{path}")
+    try:
+        with grpc.insecure_channel(f"unix:{path}") as channel:
+            assert unary(channel)(Request(service="ok"), timeout=5).status == Response.SERVING
+    finally:
+        server.stop(0)
+
+
+def test_a_port_in_use_is_a_clear_error(handlers) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = GrpcServer({}, channel_args=[("grpc.so_reuseport", 0)], blocking_workers=1)
+        with pytest.raises(RuntimeError, match=f"cannot listen on 127\\.0\\.0\\.1:{port}"):
+            server.start([f"127.0.0.1:{port}"])
+
+
+def test_stop_lets_an_in_flight_call_finish_within_the_grace_period() -> None:
+    handlers = Handlers()
+    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = unary(channel).future(Request(service="held"), timeout=10)
+        while not handlers.held:
+            time.sleep(0.005)
+        stopper = threading.Thread(target=server.stop, args=(5,))
+        stopper.start()
+        time.sleep(0.2)
+        assert stopper.is_alive()  # draining: waits for the held call
+        handlers.held[0].set_result(Response(status=Response.SERVING))
+        assert answer.result(timeout=5).status == Response.SERVING
+        stopper.join(5)
+        assert not stopper.is_alive()
