@@ -318,8 +318,13 @@ class _Queue:
         self.output_keys = output_keys
         self.batches: collections.deque[_Batch] = collections.deque([_Batch()])
 
-    def add(self, task: _Task, config: BatchingConfig) -> None:
-        """Append to the open batch, opening a new one when it would overflow."""
+    def add(self, task: _Task, config: BatchingConfig) -> bool:
+        """Append to the open batch, opening a new one when it would overflow.
+
+        True when a batch thread should look again: the queue's first task (a new deadline)
+        or a batch that is now ready. Waking a thread for every other task would cost a GIL
+        hand-off per request and tell it nothing new.
+        """
         open_batch = self.batches[-1]
         if open_batch.rows + task.rows > config.execution_batch_size:
             if len(self.batches) >= config.max_enqueued_batches:
@@ -331,6 +336,8 @@ class _Queue:
             self.batches.append(open_batch)
         open_batch.tasks.append(task)
         open_batch.rows += task.rows
+        first = len(self.batches) == 1 and len(open_batch.tasks) == 1
+        return first or self.ready_at(config) == 0.0
 
     def ready_at(self, config: BatchingConfig) -> float:
         """When the head batch may run: now if closed or full, else its oldest + timeout."""
@@ -371,8 +378,8 @@ class BatchScheduler:
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = _Queue(servable, signature, output_keys)
-            queue.add(task, self.config)
-            self._cond.notify()
+            if queue.add(task, self.config):
+                self._cond.notify()
 
     def close(self) -> None:
         """Run what is queued, then stop the threads."""
@@ -452,8 +459,7 @@ class BatchScheduler:
             return
         now = time.monotonic()
         pool = self.config.thread_pool_name
-        for task in tasks:
-            self._metrics.record_queuing(pool, now - task.enqueued)
+        self._metrics.record_queuing(pool, [now - task.enqueued for task in tasks])
         self._metrics.record_batch(queue.servable.name, pool, padded, padded - rows)
 
 

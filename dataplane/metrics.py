@@ -188,8 +188,11 @@ class ServingMetrics:
         self.batch_size.labels(model, thread_pool).observe(size)
         self.padding_size.labels(model, thread_pool).observe(padding)
 
-    def record_queuing(self, thread_pool: str, seconds: float) -> None:
-        self.queuing_latency.labels(thread_pool).observe(seconds * 1e6)
+    def record_queuing(self, thread_pool: str, waits_seconds: Sequence[float]) -> None:
+        """How long each request of one batch waited for it (one label lookup per batch)."""
+        histogram = self.queuing_latency.labels(thread_pool)
+        for seconds in waits_seconds:
+            histogram.observe(seconds * 1e6)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of everything recorded so far."""

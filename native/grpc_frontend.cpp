@@ -21,11 +21,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -36,6 +38,50 @@ namespace {
 
 class Reactor;
 class CallQueue;
+
+// Starts gRPC operations (writes, finishes) on its own thread, in the order they were posted,
+// so the Python thread that has an answer hands it over and goes on without the GIL waiting.
+class Outbox {
+ public:
+  Outbox() : thread_([this] { run(); }) {}
+
+  ~Outbox() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    ready_.notify_one();
+    thread_.join();
+  }
+
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      jobs_.push_back(std::move(job));
+    }
+    ready_.notify_one();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::deque<std::function<void()>> jobs;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        ready_.wait(lock, [this] { return closed_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;  // closed, and nothing left to start
+        jobs.swap(jobs_);
+      }
+      for (auto& job : jobs) job();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<std::function<void()>> jobs_;
+  bool closed_ = false;
+  std::thread thread_;  // last: starts once the members above exist
+};
 
 // What Python holds of one call. It outlives the reactor (the reactor deletes itself when
 // gRPC is done with the call), so every use of `reactor` checks it under `mu`.
@@ -53,6 +99,7 @@ struct CallState {
   std::uint64_t id = 0;
   std::string method;
   std::string request;
+  Outbox* outbox = nullptr;  // owned by the Frontend, which outlives every call
 };
 
 using CallPtr = std::shared_ptr<CallState>;
@@ -112,9 +159,11 @@ class CallQueue {
 // Python answers. Unary and server-streaming methods both fit this shape.
 class Reactor : public grpc::ServerGenericBidiReactor {
  public:
-  Reactor(grpc::GenericCallbackServerContext* context, CallQueue* queue, std::uint64_t id)
+  Reactor(grpc::GenericCallbackServerContext* context, CallQueue* queue, Outbox* outbox,
+          std::uint64_t id)
       : queue_(queue), state_(std::make_shared<CallState>()) {
     state_->reactor = this;
+    state_->outbox = outbox;
     state_->id = id;
     state_->method = context->method();
     StartRead(&request_);
@@ -183,7 +232,7 @@ class Reactor : public grpc::ServerGenericBidiReactor {
     delete this;
   }
 
-  void finish_with(const std::string& response) {
+  void finish_with(std::string response) {
     state_->write_buffer = to_buffer(response);
     StartWriteAndFinish(&state_->write_buffer, grpc::WriteOptions(), grpc::Status::OK);
   }
@@ -209,15 +258,16 @@ class Reactor : public grpc::ServerGenericBidiReactor {
 
 class Service : public grpc::CallbackGenericService {
  public:
-  explicit Service(CallQueue* queue) : queue_(queue) {}
+  Service(CallQueue* queue, Outbox* outbox) : queue_(queue), outbox_(outbox) {}
 
   grpc::ServerGenericBidiReactor* CreateReactor(
       grpc::GenericCallbackServerContext* context) override {
-    return new Reactor(context, queue_, next_id_.fetch_add(1) + 1);
+    return new Reactor(context, queue_, outbox_, next_id_.fetch_add(1) + 1);
   }
 
  private:
   CallQueue* queue_;
+  Outbox* outbox_;
   std::atomic<std::uint64_t> next_id_{0};
 };
 
@@ -229,10 +279,12 @@ Reactor* claim_finish(CallState& call) {
   return call.reactor;
 }
 
-bool finish(CallState& call, const std::string& response) {
+bool finish(CallState& call, std::string response) {
   Reactor* reactor = claim_finish(call);
   if (reactor == nullptr) return false;
-  reactor->finish_with(response);
+  call.outbox->post([reactor, r = std::move(response)]() mutable {
+    reactor->finish_with(std::move(r));
+  });
   return true;
 }
 
@@ -240,7 +292,8 @@ bool abort_call(CallState& call, int code, const std::string& message) {
   if (code <= 0 || code > 16) throw std::invalid_argument("not a gRPC error code");
   Reactor* reactor = claim_finish(call);
   if (reactor == nullptr) return false;
-  reactor->finish_status(grpc::Status(static_cast<grpc::StatusCode>(code), message));
+  grpc::Status status(static_cast<grpc::StatusCode>(code), message);
+  call.outbox->post([reactor, status] { reactor->finish_status(status); });
   return true;
 }
 
@@ -258,7 +311,7 @@ bool write(CallState& call, std::string message) {
     call.write_buffer = to_buffer(message);
     reactor = call.reactor;
   }
-  reactor->start_write();
+  call.outbox->post([reactor] { reactor->start_write(); });
   return true;
 }
 
@@ -275,7 +328,7 @@ bool close_stream(CallState& call) {
     }
     reactor = call.reactor;
   }
-  reactor->finish_status(grpc::Status::OK);
+  call.outbox->post([reactor] { reactor->finish_status(grpc::Status::OK); });
   return true;
 }
 
@@ -288,7 +341,7 @@ class Frontend {
            std::vector<std::pair<std::string, ChannelArg>> channel_args)
       : addresses_(std::move(addresses)),
         channel_args_(std::move(channel_args)),
-        service_(&queue_) {}
+        service_(&queue_, &outbox_) {}
 
   ~Frontend() {
     if (server_) {
@@ -348,6 +401,7 @@ class Frontend {
   std::vector<std::string> addresses_;
   std::vector<std::pair<std::string, ChannelArg>> channel_args_;
   CallQueue queue_;
+  Outbox outbox_;  // destroyed after the server: shutdown may still need its jobs
   Service service_;
   std::unique_ptr<grpc::Server> server_;  // destroyed before the service it uses
 };
