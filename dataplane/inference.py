@@ -35,7 +35,7 @@ DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
-# A direct model call this fast runs on the event loop; slower ones go to the offload pool.
+# A direct model call this fast runs on the gRPC dispatcher; slower ones go to the offload pool.
 INLINE_CALL_SECONDS = 0.002
 
 InputDecoder = Callable[[Mapping[str, TensorSpec]], Mapping[str, np.ndarray]]

@@ -97,7 +97,7 @@ class Signature:
     _session: tf.compat.v1.Session
     _callables: dict[tuple[str, ...], _Callable] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    # Moving average of recent call times: tells an event loop whether a call is short
+    # Moving average of recent call times: tells the gRPC dispatcher whether a call is short
     # enough to run inline or would stall every other request behind it.
     typical_seconds: float = 0.0
 
