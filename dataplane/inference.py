@@ -138,18 +138,6 @@ class ModelCall:
 Plan = Generator[ModelCall, Outputs, Result]
 
 
-class SubmittingRunner(Protocol):
-    """A runner that can also hand back a future (the batcher), for `run_async`."""
-
-    def submit(
-        self,
-        servable: Servable,
-        signature: Signature,
-        feeds: Mapping[str, np.ndarray],
-        output_keys: Sequence[str],
-    ) -> Future[Outputs]: ...
-
-
 def run_direct(
     servable: Servable,
     signature: Signature,
@@ -216,6 +204,7 @@ class InferenceService:
         self.manager = manager
         self._offload = offload
         self._run = runner
+        # A runner with `submit` (the batcher) can hand back a future instead of blocking.
         self._submit: Callable[..., Future[Outputs]] | None = getattr(runner, "submit", None)
         self._check_predict_method = check_predict_method
         self._metrics = metrics
