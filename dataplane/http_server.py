@@ -1,54 +1,50 @@
 """A lean HTTP/1.1 server for the REST API: the protocol only, no routing or JSON semantics.
 
-Why our own server: a REST Predict on a trivial model costs ~0.3 ms inside TensorFlow, so
-every ~0.1 ms of server overhead shows in the ratio to the raw call. Framework stacks
-(ASGI + middleware), event-loop-to-thread hand-offs and per-request object churn are where the
-Python peer spends 1.5-2 ms per request. An asyncio server (uvloop + httptools) would either
-run the model on the loop thread (one call at a time, although TensorFlow releases the GIL and
-two concurrent calls beat one) or hop to an executor thread for every request.
+Why our own server: a REST Predict on a trivial model costs microseconds inside TensorFlow, so
+every ~0.1 ms of server overhead shows in the ratio to the raw call. Framework stacks (ASGI +
+middleware) and per-request thread hand-offs are where the Python peer spends 1.5-2 ms.
 
-Design: one blocking accept loop; each connection is served by one thread from a pool that
-grows on demand (up to `max_connections`) and reuses idle threads. That thread reads each
-request with plain bytes operations, calls the handler directly and writes the response with
-one `sendall`, so a request costs no thread hop and a handful of syscalls. A semaphore bounds
-how many handlers run at once (TF Serving's --rest_api_num_threads). Keep-alive, pipelining
-(responses are written in order by the connection's one thread), Content-Length and chunked
-bodies, `Expect: 100-continue`, HEAD, a body size limit and per-request deadlines are handled
-here; nothing a client sends can raise out of a connection thread.
+Design, the same as the gRPC front end's: ONE thread runs a uvloop event loop that reads every
+connection, parses requests with bytes operations, calls the handler and writes the answer.
+A handler that cannot answer at once (a batched model call, or one slow enough to go to the
+offload pool) returns a Future; its answer is written when it completes, and a client that
+goes away cancels it. One thread means no GIL ping-pong between connection threads: measured
+against the previous thread-per-connection server, throughput at 32 clients went up ~3x
+(docs/performance.md). Handlers therefore must not block.
+
+Keep-alive, pipelining (a connection's requests are answered strictly in order), Content-Length
+and chunked bodies, `Expect: 100-continue`, HEAD, HTTP/1.0, a body size limit, per-request read
+deadlines, an idle timeout, a connection limit and a graceful drain are handled here; nothing a
+client sends can raise out of the loop.
 """
 
 from __future__ import annotations
 
-import collections
+import asyncio
 import contextlib
 import logging
-import queue
+import math
 import re
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
 
 import orjson
+import uvloop
 
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
-_RECV_BYTES = 64 * 1024
 _SMALL_BODY = 64 * 1024  # bodies up to this size are sent in the same buffer as the head
+_PAUSE_BYTES = 256 * 1024  # buffered input beyond which reading pauses while a request runs
 _LINGER_SECONDS = 1.0  # how long to drain an unread body before closing after an error
+_TICK_SECONDS = 0.1  # how often deadlines are checked
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
-_TICK_SECONDS = 1.0  # longest a blocked read waits before deadlines are checked again
-
-
-def _timeval(seconds: float) -> bytes:
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
 
 
 @dataclass(slots=True)
@@ -70,7 +66,8 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-Handler = Callable[[Request], Response]
+Handler = Callable[[Request], "Response | Future[Response]"]
+ErrorResponder = Callable[[BaseException], Response]
 
 
 class ProtocolError(Exception):
@@ -82,13 +79,15 @@ class ProtocolError(Exception):
         self.message = message
 
 
-class _ClientGone(Exception):
-    """The peer closed or stalled mid-request: nothing useful can be sent back."""
-
-
 def json_error(status: int, message: str) -> Response:
     """The REST API's error shape, `{"error": "..."}`, also used for protocol errors."""
     return Response(status, orjson.dumps({"error": message}))
+
+
+def internal_error(exc: BaseException) -> Response:
+    """What a handler bug becomes: logged, answered with 500, the connection kept."""
+    log.error("REST handler failed", exc_info=exc)
+    return json_error(500, f"Internal error: {exc}")
 
 
 _STATUS_LINES: dict[int, bytes] = {}
@@ -130,101 +129,89 @@ class _Limits:
     idle_timeout_s: float
 
 
-class _Connection:
-    """One client connection: a receive buffer and the requests read from it in order."""
+@dataclass(slots=True)
+class _Head:
+    """A request line and header fields whose body has not all arrived yet."""
 
-    __slots__ = ("buffer", "idle", "limits", "sock")
+    method: str
+    target: bytes
+    version: bytes
+    headers: dict[str, str]
+    content_length: int | None  # None: chunked
 
-    def __init__(self, sock: socket.socket, limits: _Limits) -> None:
-        """Timeouts are the kernel's (SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket), set once:
-        Python-level socket timeouts would add an ioctl per change and a poll per call."""
-        self.sock = sock
-        self.limits = limits
+
+@dataclass(slots=True)
+class Parsed:
+    """A complete request and how its connection must answer it."""
+
+    request: Request
+    keep_alive: bool
+    http10: bool  # keep-alive must then be confirmed in the response
+    head_only: bool  # a HEAD request, handled as GET and answered without the body
+
+
+class RequestReader:
+    """Incremental HTTP/1.1 request parser: feed it bytes as they arrive, take whole requests.
+
+    It never blocks and never reads a socket, so one thread can serve every connection.
+    """
+
+    def __init__(self, max_body_bytes: int) -> None:
         self.buffer = bytearray()
-        self.idle = True
-        tick = min(limits.request_timeout_s, _TICK_SECONDS)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(tick))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(limits.request_timeout_s))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one sendall per response
+        self._max_body = max_body_bytes
+        self._head: _Head | None = None
+        self._scanned = 0  # how far the buffer is known to hold no end of head
+        self._chunks: _ChunkedBody | None = None
+        self.needs_continue = False  # a `100 Continue` is owed before the body arrives
 
-    def _recv_idle(self) -> bytes:
-        """Wait for the next request on a kept-alive connection; b"" at EOF or idle timeout."""
-        idle_until = time.monotonic() + self.limits.idle_timeout_s
-        while True:
-            try:
-                return self.sock.recv(_RECV_BYTES)
-            except BlockingIOError:  # one SO_RCVTIMEO tick passed without data
-                if time.monotonic() >= idle_until:
-                    return b""
+    @property
+    def started(self) -> bool:
+        """Whether part of a request has arrived (its read deadline is running)."""
+        return bool(self.buffer) or self._head is not None
 
-    def _recv(self, deadline: float) -> bytes:
-        return self._until(deadline, self.sock.recv, _RECV_BYTES)
-
-    def _until(self, deadline: float, receive: Callable[..., Any], *args: Any) -> Any:
-        """Call a blocking read (which gives up after one tick) until it returns, checking the
-        request's deadline between calls: a client trickling bytes cannot hold a thread."""
-        while True:
-            try:
-                result = receive(*args)
-            except BlockingIOError:
-                result = None
-            if time.monotonic() > deadline:
-                raise ProtocolError(408, "Timed out reading the request")
-            if result is not None:
-                return result
-
-    def read_request(self) -> tuple[Request, bool, bool] | None:
-        """The next request, whether the client wants the connection kept and whether it
-        spoke HTTP/1.0 (then keep-alive must be confirmed in the response); None at EOF."""
-        deadline = self._await_head()
-        if deadline is None:
-            return None
-        end = self._find_head_end(deadline)
-        head = bytes(self.buffer[:end])
-        del self.buffer[: end + 4]
-        method, target, version, headers = _parse_head(head)
-        keep_alive = _wants_keep_alive(version, headers.get("connection", ""))
-        body = self._read_body(headers, version, deadline)
-        path, _, query = _origin_form(target).partition("?")
-        return Request(method, path, query, headers, body), keep_alive, version == b"HTTP/1.0"
-
-    def _await_head(self) -> float | None:
-        """Wait (idle) for the first byte of a request; then its deadline starts."""
-        self.idle = True
-        buffer = self.buffer
-        while True:
-            if buffer[:1] in (b"\r", b"\n"):  # RFC 9112 2.2: ignore leading empty lines
-                del buffer[: len(buffer) - len(buffer.lstrip(b"\r\n"))]
-            if buffer:
-                break
-            data = self._recv_idle()
-            if not data:
-                return None
-            buffer += data
-        self.idle = False
-        return time.monotonic() + self.limits.request_timeout_s
-
-    def _find_head_end(self, deadline: float) -> int:
-        start = 0
-        while True:
-            end = self.buffer.find(b"\r\n\r\n", start)
-            if end >= 0:
-                if end > MAX_HEADER_BYTES:
-                    break
-                return end
-            if len(self.buffer) > MAX_HEADER_BYTES:
-                break
-            start = max(0, len(self.buffer) - 3)
-            self._fill(deadline)
-        raise ProtocolError(431, f"Request header is larger than {MAX_HEADER_BYTES} bytes")
-
-    def _fill(self, deadline: float) -> None:
-        data = self._recv(deadline)
-        if not data:
-            raise _ClientGone
+    def feed(self, data: bytes) -> None:
         self.buffer += data
 
-    def _read_body(self, headers: dict[str, str], version: bytes, deadline: float) -> bytes:
+    def take(self) -> Parsed | None:
+        """The next complete request, None until one has arrived; ProtocolError if malformed."""
+        if self._head is None:
+            self._head = self._take_head()
+            if self._head is None:
+                return None
+        head = self._head
+        body = self._take_body(head)
+        if body is None:
+            return None
+        self._head = None
+        self._chunks = None
+        path, _, query = _origin_form(head.target).partition("?")
+        keep_alive = _wants_keep_alive(head.version, head.headers.get("connection", ""))
+        head_only = head.method == "HEAD"
+        request = Request("GET" if head_only else head.method, path, query, head.headers, body)
+        return Parsed(request, keep_alive, head.version == b"HTTP/1.0", head_only)
+
+    def _take_head(self) -> _Head | None:
+        buffer = self.buffer
+        if buffer[:1] in (b"\r", b"\n"):  # RFC 9112 2.2: ignore leading empty lines
+            del buffer[: len(buffer) - len(buffer.lstrip(b"\r\n"))]
+        end = buffer.find(b"\r\n\r\n", self._scanned)
+        if end < 0:
+            if len(buffer) > MAX_HEADER_BYTES:
+                raise _header_too_large()
+            self._scanned = max(0, len(buffer) - 3)
+            return None
+        if end > MAX_HEADER_BYTES:
+            raise _header_too_large()
+        method, target, version, headers = _parse_head(bytes(buffer[:end]))
+        del buffer[: end + 4]
+        self._scanned = 0
+        length = self._body_length(headers)
+        self.needs_continue = bool(
+            length and version == b"HTTP/1.1" and "100-continue" in headers.get("expect", "")
+        )
+        return _Head(method, target, version, headers, length)
+
+    def _body_length(self, headers: dict[str, str]) -> int | None:
         encoding = headers.get("transfer-encoding")
         length = headers.get("content-length")
         if encoding is not None:
@@ -232,76 +219,110 @@ class _Connection:
                 raise ProtocolError(400, "Both Content-Length and Transfer-Encoding were sent")
             if encoding.strip().lower() != "chunked":
                 raise ProtocolError(501, f"Unsupported Transfer-Encoding: {encoding}")
-            return self._read_chunked(deadline)
+            return None
         if length is None:
-            return b""
+            return 0
         if not (length.isascii() and length.isdigit()):
             raise ProtocolError(400, f"Invalid Content-Length: {length}")
         size = int(length)
-        self._check_size(size)
-        if size and version == b"HTTP/1.1" and "100-continue" in headers.get("expect", ""):
-            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return self._read_exact(size, deadline)
+        _check_size(size, self._max_body)
+        return size
 
-    def _check_size(self, size: int) -> None:
-        if size > self.limits.max_body_bytes:
-            raise ProtocolError(
-                413,
-                f"Request body is larger than the limit of {self.limits.max_body_bytes} "
-                "bytes (--rest_api_max_request_bytes)",
-            )
-
-    def _read_exact(self, size: int, deadline: float) -> bytes:
-        """Exactly `size` bytes; a large body is received in place, without re-copying."""
+    def _take_body(self, head: _Head) -> bytes | None:
+        if head.content_length is None:
+            if self._chunks is None:
+                self._chunks = _ChunkedBody(self._max_body)
+            return self._chunks.take(self.buffer)
+        size = head.content_length
         buffer = self.buffer
-        if len(buffer) >= size:
-            data = bytes(buffer[:size])
-            del buffer[:size]
-            return data
-        body = bytearray(size)
-        have = len(buffer)
-        body[:have] = buffer
-        buffer.clear()
-        view = memoryview(body)
-        while have < size:
-            received = self._until(deadline, self.sock.recv_into, view[have:])
-            if not received:
-                raise _ClientGone
-            have += received
-        return bytes(body)
+        if len(buffer) < size:
+            return None
+        self.needs_continue = False
+        if len(buffer) == size:
+            body = bytes(buffer)
+            buffer.clear()
+            return body
+        with memoryview(buffer) as view:
+            body = bytes(view[:size])
+        del buffer[:size]
+        return body
 
-    def _read_line(self, deadline: float) -> bytes:
-        while True:
-            end = self.buffer.find(b"\r\n")
-            if end >= 0:
-                line = bytes(self.buffer[:end])
-                del self.buffer[: end + 2]
-                return line
-            if len(self.buffer) > MAX_HEADER_BYTES:
-                raise ProtocolError(400, "Chunk header line too long")
-            self._fill(deadline)
 
-    def _read_chunked(self, deadline: float) -> bytes:
-        parts: list[bytes] = []
-        total = 0
+class _ChunkedBody:
+    """Decodes a chunked body across as many reads as it takes to arrive."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self._max_body = max_body_bytes
+        self._parts: list[bytes] = []
+        self._total = 0
+        self._size: int | None = None  # the chunk being waited for
+        self._in_trailers = False
+        self._trailer_bytes = 0
+
+    def take(self, buffer: bytearray) -> bytes | None:
         while True:
-            size_text = self._read_line(deadline).split(b";", 1)[0].strip()
-            if not _CHUNK_SIZE.fullmatch(size_text):
-                raise ProtocolError(400, "Malformed chunk size")
-            size = int(size_text, 16)
-            if size == 0:
-                break
-            total += size
-            self._check_size(total)
-            parts.append(self._read_exact(size, deadline))
-            if self._read_exact(2, deadline) != b"\r\n":
-                raise ProtocolError(400, "Chunk data not followed by CRLF")
-        trailer_bytes = 0
-        while line := self._read_line(deadline):  # trailers are read and ignored
-            trailer_bytes += len(line)
-            if trailer_bytes > MAX_HEADER_BYTES:
-                raise ProtocolError(431, "Trailer section too large")
-        return b"".join(parts)
+            if self._in_trailers:
+                line = _take_line(buffer)
+                if line is None:
+                    return None
+                if not line:
+                    return b"".join(self._parts)
+                self._trailer_bytes += len(line)  # trailers are read and ignored
+                if self._trailer_bytes > MAX_HEADER_BYTES:
+                    raise ProtocolError(431, "Trailer section too large")
+            elif self._size is None:
+                line = _take_line(buffer)
+                if line is None:
+                    return None
+                self._start_chunk(line)
+            elif not self._take_chunk(buffer, self._size):
+                return None
+
+    def _start_chunk(self, line: bytes) -> None:
+        size_text = line.split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            raise ProtocolError(400, "Malformed chunk size")
+        size = int(size_text, 16)
+        if size == 0:
+            self._in_trailers = True
+            return
+        self._total += size
+        _check_size(self._total, self._max_body)
+        self._size = size
+
+    def _take_chunk(self, buffer: bytearray, size: int) -> bool:
+        if len(buffer) < size + 2:
+            return False
+        if buffer[size : size + 2] != b"\r\n":
+            raise ProtocolError(400, "Chunk data not followed by CRLF")
+        self._parts.append(bytes(buffer[:size]))
+        del buffer[: size + 2]
+        self._size = None
+        return True
+
+
+def _take_line(buffer: bytearray) -> bytes | None:
+    end = buffer.find(b"\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEADER_BYTES:
+            raise ProtocolError(400, "Chunk header line too long")
+        return None
+    line = bytes(buffer[:end])
+    del buffer[: end + 2]
+    return line
+
+
+def _header_too_large() -> ProtocolError:
+    return ProtocolError(431, f"Request header is larger than {MAX_HEADER_BYTES} bytes")
+
+
+def _check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise ProtocolError(
+            413,
+            f"Request body is larger than the limit of {limit} bytes"
+            " (--rest_api_max_request_bytes)",
+        )
 
 
 def _parse_head(head: bytes) -> tuple[str, bytes, bytes, dict[str, str]]:
@@ -389,41 +410,208 @@ def _serialize(
     return [b"".join(parts), body]
 
 
-class FairSlots:
-    """A FIFO semaphore: a released slot goes straight to the longest-waiting thread.
+class _Connection(asyncio.Protocol):
+    """One client connection, driven by the loop: bytes in, requests out, answers in order.
 
-    With a plain lock or queue the thread that just released a slot takes it back at once (it
-    still holds the GIL), so under load the same connections win again and again while others
-    starve: at 32 clients on 8 slots p99 was ~100 ms with a queue of tokens. The fast path (a
-    free slot, nobody waiting) is one C-level lock round trip; each waiter parks on its own
-    lock, which `release` unlocks for it.
+    At most one request per connection is being answered at a time (that is what keeps
+    pipelined answers in order); requests that arrive meanwhile wait in the reader's buffer.
     """
 
-    def __init__(self, count: int) -> None:
-        self._free = count
-        self._waiters: collections.deque[threading.Lock] = collections.deque()
-        self._lock = threading.Lock()
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._reader = RequestReader(server.limits.max_body_bytes)
+        self._transport: asyncio.Transport | None = None
+        self._waiting: Future[Response] | None = None  # the answer being waited for
+        self._answering: Parsed | None = None
+        self._paused = False  # reading paused: too much input buffered while answering
+        self._blocked = False  # writing paused: the client is not reading our answers
+        self._closing = False
+        self.deadline = math.inf
+        self._on_deadline: Callable[[], None] = self.abort
 
-    def acquire(self) -> None:
-        with self._lock:
-            if self._free and not self._waiters:
-                self._free -= 1
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's duck-types it
+        with contextlib.suppress(OSError, AttributeError):
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._server.admit(self):
+            self._write(json_error(503, "Too many open connections"), keep_alive=False)
+            self._closing = True
+            self._transport.close()
+            return
+        self._idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return  # lingering after an error: the rest of the request is discarded
+        was_started = self._reader.started
+        self._reader.feed(data)
+        if self._waiting is not None:
+            if len(self._reader.buffer) > _PAUSE_BYTES and not self._paused:
+                self._paused = True
+                self._transport.pause_reading()  # type: ignore[union-attr]
+            return
+        if not was_started:
+            self._set_deadline(self._server.limits.request_timeout_s, self._timed_out)
+        self._serve()
+
+    def eof_received(self) -> bool:
+        """The client is gone (as with libevent's evhttp, a half-close counts as gone): an
+        answer still being waited for is cancelled, so a batch drops this caller."""
+        return False  # the transport closes; connection_lost cancels what is waited for
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._waiting is not None:
+            self._waiting.cancel()  # a batched call drops this caller
+            self._waiting = None
+        self._server.forget(self)
+
+    def pause_writing(self) -> None:
+        """The client is not reading our answers: stop reading its requests too."""
+        self._blocked = True
+        self._transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        if self._closing:
+            return
+        if not self._paused:
+            self._transport.resume_reading()  # type: ignore[union-attr]
+        if self._waiting is None:
+            self._serve()
+
+    # driving requests
+
+    def _serve(self) -> None:
+        """Answer the buffered requests in order until one must be waited for."""
+        reader = self._reader
+        while self._waiting is None and not self._closing and not self._blocked:
+            try:
+                parsed = reader.take()
+            except ProtocolError as error:
+                self._fail(error)
                 return
-            parked = threading.Lock()
-            parked.acquire()
-            self._waiters.append(parked)
-        parked.acquire()  # returns once release() hands this thread the slot
+            if parsed is None:
+                if reader.needs_continue:
+                    reader.needs_continue = False
+                    self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+                if not reader.started:
+                    self._idle()
+                return
+            self._dispatch(parsed)
 
-    def release(self) -> None:
-        with self._lock:
-            if self._waiters:
-                self._waiters.popleft().release()
-            else:
-                self._free += 1
+    def _dispatch(self, parsed: Parsed) -> None:
+        try:
+            answer = self._server.handler(parsed.request)
+        except Exception as exc:
+            answer = self._server.error_response(exc)
+        if isinstance(answer, Future):
+            if not answer.done():
+                self._wait_for(parsed, answer)
+                return
+            answer = self._server.settle(answer)
+        self._answer(parsed, answer)
+        if self._reader.started:  # a pipelined request: its deadline starts now
+            self._set_deadline(self._server.limits.request_timeout_s, self._timed_out)
+
+    def _wait_for(self, parsed: Parsed, answer: Future[Response]) -> None:
+        self._waiting = answer
+        self._answering = parsed
+        self.deadline = math.inf
+        answer.add_done_callback(self._wake)
+
+    def _wake(self, done: Future[Response]) -> None:
+        """In the thread that finished the answer: hand it to the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody to answer
+            self._server.loop.call_soon_threadsafe(self._answered, done)
+
+    def _answered(self, done: Future[Response]) -> None:
+        """On the loop: the awaited answer is ready (or was cancelled with the connection)."""
+        if done is not self._waiting or self._closing:
+            return
+        parsed = self._answering
+        assert parsed is not None
+        self._waiting = None
+        self._answering = None
+        self._answer(parsed, self._server.settle(done))
+        if self._paused and not self._closing:
+            self._paused = False
+            if not self._blocked:
+                self._transport.resume_reading()  # type: ignore[union-attr]
+        if self._reader.started:
+            self._set_deadline(self._server.limits.request_timeout_s, self._timed_out)
+        self._serve()
+
+    def _answer(self, parsed: Parsed, response: Response) -> None:
+        keep_alive = parsed.keep_alive and not self._server.stopping
+        self._write(response, keep_alive, parsed.http10, parsed.head_only)
+        if not keep_alive:
+            self._close()
+
+    def _write(
+        self, response: Response, keep_alive: bool, http10: bool = False, head_only: bool = False
+    ) -> None:
+        transport = self._transport
+        assert transport is not None
+        head = self._server.common_head()
+        transport.writelines(_serialize(response, head, keep_alive, http10, head_only))
+
+    # deadlines and closing
+
+    def _set_deadline(self, seconds: float, action: Callable[[], None]) -> None:
+        self.deadline = self._server.loop.time() + seconds
+        self._on_deadline = action
+
+    def check_deadline(self, now: float) -> None:
+        if now >= self.deadline:
+            self.deadline = math.inf
+            self._on_deadline()
+
+    def _idle(self) -> None:
+        self._set_deadline(self._server.limits.idle_timeout_s, self._close)
+
+    def _timed_out(self) -> None:
+        self._fail(ProtocolError(408, "Timed out reading the request"))
+
+    def _fail(self, error: ProtocolError) -> None:
+        """Answer a protocol error, then half-close and drain what the client still sends, so
+        it reads our answer (closing with unread input makes the kernel send RST, which can
+        destroy e.g. a 413 before the client has read it)."""
+        transport = self._transport
+        assert transport is not None
+        self._write(json_error(error.status, error.message), keep_alive=False)
+        self._closing = True
+        if self._paused:
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._set_deadline(_LINGER_SECONDS, self.abort)
+        else:
+            transport.close()
+
+    def close_if_idle(self) -> None:
+        """Part of a drain: a connection with no request under way is closed now."""
+        if self._waiting is None and not self._reader.started:
+            self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self.deadline = math.inf
+        if self._transport is not None:
+            self._transport.close()  # after the buffered answers are written
+
+    def abort(self) -> None:
+        self._closing = True
+        self.deadline = math.inf
+        if self._transport is not None:
+            self._transport.abort()
 
 
 class HttpServer:
-    """Serves `handler` over HTTP/1.1 on a background accept thread and connection threads."""
+    """Serves `handler` over HTTP/1.1 from one event-loop thread."""
 
     def __init__(
         self,
@@ -434,27 +622,23 @@ class HttpServer:
         max_body_bytes: int = 256 * 1024 * 1024,
         request_timeout_s: float = 30.0,
         idle_timeout_s: float = 300.0,
-        max_active_requests: int = 8,
         max_connections: int = 1024,
         common_headers: tuple[tuple[str, str], ...] = (),
+        error_response: ErrorResponder = internal_error,
     ) -> None:
-        self._handler = handler
+        self.handler = handler
+        self.error_response = error_response
+        self.limits = _Limits(max_body_bytes, request_timeout_s, idle_timeout_s)
+        self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        self.stopping = False
         self._address = (host, port)
-        self._limits = _Limits(max_body_bytes, request_timeout_s, idle_timeout_s)
-        self._slots = FairSlots(max_active_requests)
         self._max_connections = max_connections
         self._common_headers = _header_lines(common_headers)
         self._date = _DateHeader()
-        self._listener: socket.socket | None = None
-        self._acceptor: threading.Thread | None = None
-        self._jobs: queue.SimpleQueue[socket.socket | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
         self._connections: set[_Connection] = set()
-        self._pending = 0  # accepted, not yet picked up by a worker
-        self._idle_workers = 0
-        self._workers = 0
-        self._stopping = False
+        self._listener: socket.socket | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -463,164 +647,73 @@ class HttpServer:
         return self._listener.getsockname()[1]
 
     def start(self) -> None:
-        """Bind and listen; returns once connections are accepted."""
+        """Bind and listen (errors such as a port in use raise here); serve on a new thread."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(self._address)
-        listener.listen(1024)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(self._address)
+            listener.listen(1024)
+        except OSError:
+            listener.close()
+            raise
         self._listener = listener
-        self._acceptor = threading.Thread(target=self._accept_loop, name="http-accept", daemon=True)
-        self._acceptor.start()
+        serving = self.loop.create_server(lambda: _Connection(self), sock=listener, backlog=1024)
+        self._server = self.loop.run_until_complete(serving)
+        self.loop.call_soon(self._tick)
+        self._thread = threading.Thread(target=self.loop.run_forever, name="rest-loop", daemon=True)
+        self._thread.start()
 
     def stop(self, grace_seconds: float = 5.0) -> None:
-        """Stop accepting, let in-flight requests finish (up to the grace period), close all."""
-        with self._lock:
-            self._stopping = True
-            idle = [c for c in self._connections if c.idle]
-        if self._listener is not None:
-            _shutdown(self._listener)  # wakes the blocked accept()
-            self._listener.close()
-        if self._acceptor is not None:
-            self._acceptor.join()
-        for connection in idle:
-            _shutdown(connection.sock)
-        deadline = time.monotonic() + grace_seconds
-        with self._lock:
-            while self._connections or self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._drained.wait(remaining)
-            leftover = list(self._connections)
-            workers = self._workers
-        for connection in leftover:
-            _shutdown(connection.sock)
-        for _ in range(workers):
-            self._jobs.put(None)
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                if self._stopping:
-                    return
-                time.sleep(0.01)  # e.g. EMFILE: back off instead of spinning
-                continue
-            self._assign(sock)
-
-    def _assign(self, sock: socket.socket) -> None:
-        """Hand a new connection to an idle worker thread, starting one if none is idle."""
-        with self._lock:
-            busy = len(self._connections) + self._pending
-            if self._stopping or busy >= self._max_connections:
-                overloaded = True
-            else:
-                overloaded = False
-                self._pending += 1
-                spawn = self._idle_workers == 0
-                if spawn:
-                    self._workers += 1
-                else:
-                    self._idle_workers -= 1
-        if overloaded:
-            self._reject(sock)
+        """Stop accepting, let requests under way finish (up to the grace period), close all."""
+        if self._thread is None:
+            self.loop.close()
             return
-        self._jobs.put(sock)
-        if spawn:
-            threading.Thread(target=self._worker, name="http-conn", daemon=True).start()
+        drained = asyncio.run_coroutine_threadsafe(self._drain(grace_seconds), self.loop)
+        drained.result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+        self._thread = None
 
-    def _reject(self, sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            sock.settimeout(1.0)
-            self._send(sock, json_error(503, "Too many open connections"), False)
-        sock.close()
+    async def _drain(self, grace_seconds: float) -> None:
+        self.stopping = True
+        assert self._server is not None
+        self._server.close()
+        for connection in list(self._connections):
+            connection.close_if_idle()
+        deadline = self.loop.time() + grace_seconds
+        while self._connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self._connections):
+            connection.abort()
+        await asyncio.sleep(0)  # let the aborted transports report connection_lost
 
-    def _worker(self) -> None:
-        while (sock := self._jobs.get()) is not None:
-            connection = _Connection(sock, self._limits)
-            with self._lock:
-                self._pending -= 1
-                self._connections.add(connection)
-            try:
-                self._serve(connection)
-            finally:
-                sock.close()
-                with self._lock:
-                    self._connections.discard(connection)
-                    self._idle_workers += 1
-                    self._drained.notify_all()
+    # for connections
 
-    def _serve(self, connection: _Connection) -> None:
-        """Answer the connection's requests in order until it closes or must be closed."""
-        try:
-            while not self._stopping:
-                parsed = connection.read_request()
-                if parsed is None:
-                    return
-                request, keep_alive, http10 = parsed
-                head_only = request.method == "HEAD"
-                if head_only:
-                    request.method = "GET"
-                response = self._respond(request)
-                keep_alive = keep_alive and not self._stopping
-                self._send(connection.sock, response, keep_alive, http10, head_only)
-                if not keep_alive:
-                    return
-        except ProtocolError as error:
-            self._send_error_and_close(connection, error)
-        except (_ClientGone, OSError):
-            return
+    def admit(self, connection: _Connection) -> bool:
+        if self.stopping or len(self._connections) >= self._max_connections:
+            return False
+        self._connections.add(connection)
+        return True
 
-    def _respond(self, request: Request) -> Response:
-        """Run the handler, holding one of the `max_active_requests` slots."""
-        self._slots.acquire()
-        try:
-            return self._handler(request)
-        except Exception as exc:  # a handler bug must not kill the connection thread
-            log.exception("REST handler failed for %s %s", request.method, request.path)
-            return json_error(500, f"Internal error: {exc}")
-        finally:
-            self._slots.release()
+    def forget(self, connection: _Connection) -> None:
+        self._connections.discard(connection)
 
-    def _send(
-        self,
-        sock: socket.socket,
-        response: Response,
-        keep_alive: bool,
-        http10: bool = False,
-        head_only: bool = False,
-    ) -> None:
-        head = self._date.line() + self._common_headers
-        for data in _serialize(response, head, keep_alive, http10, head_only):
-            sock.sendall(data)
+    def common_head(self) -> bytes:
+        return self._date.line() + self._common_headers
 
-    def _send_error_and_close(self, connection: _Connection, error: ProtocolError) -> None:
-        try:
-            self._send(connection.sock, json_error(error.status, error.message), False)
-            _linger(connection.sock)
-        except OSError:
-            pass
+    def settle(self, answer: Future[Response]) -> Response:
+        """The response a finished handler future stands for; its error becomes a response."""
+        if answer.cancelled():
+            return json_error(503, "The request was cancelled")
+        error = answer.exception()
+        if error is not None:
+            return self.error_response(error)
+        return answer.result()
 
-
-def _linger(sock: socket.socket) -> None:
-    """Half-close, then drain what the client is still sending so it reads our error first.
-
-    Closing a socket with unread input makes the kernel send RST, which can destroy the
-    error response (e.g. a 413) before the client has read it.
-    """
-    sock.shutdown(socket.SHUT_WR)
-    deadline = time.monotonic() + _LINGER_SECONDS
-    while (remaining := deadline - time.monotonic()) > 0:
-        sock.settimeout(remaining)
-        try:
-            if not sock.recv(_RECV_BYTES):
-                return
-        except OSError:
-            return
-
-
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+    def _tick(self) -> None:
+        """Check every connection's read or idle deadline; one timer for all of them."""
+        now = self.loop.time()
+        for connection in list(self._connections):
+            connection.check_deadline(now)
+        self.loop.call_later(_TICK_SECONDS, self._tick)

@@ -70,16 +70,22 @@ class ServerOptions:
         return tuple(t.strip() for t in self.saved_model_tags.split(",") if t.strip())
 
     @property
-    def effective_rest_threads(self) -> int:
-        """TF Serving defaults the REST pool to 4 threads per core."""
-        return self.rest_api_num_threads or 4 * (os.cpu_count() or 1)
+    def offload_threads(self) -> int:
+        """Threads for model calls too slow to run on a front end's one dispatcher thread.
+
+        Both front ends share them, so the pool gets the larger of TF Serving's two thread
+        flags (--grpc_max_threads, --rest_api_num_threads), each 4 per core when 0.
+        """
+        per_core = 4 * (os.cpu_count() or 1)
+        return max(self.grpc_max_threads or per_core, self.rest_api_num_threads or per_core)
 
 
 _HELP: dict[str, str] = {
     "port": "Port to listen on for gRPC API",
     "grpc_socket_path": "If non-empty, listen to a UNIX socket for gRPC API on the given path",
     "rest_api_port": "Port to listen on for HTTP/REST API. If 0, the REST API is not exported",
-    "rest_api_num_threads": "Number of threads for HTTP/REST API processing (0: 4 per core)",
+    "rest_api_num_threads": "Threads for REST model calls too slow for the HTTP loop; "
+    "shared with gRPC's, the pool has the larger of the two (0: 4 per core)",
     "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls",
     "rest_api_max_request_bytes": "Largest HTTP request body accepted (modelplane extension)",
     "model_config_file": "ModelServerConfig text proto; overrides --model_name/--model_base_path",

@@ -6,7 +6,8 @@ TF Serving's JSON, and every ServingError becomes `{"error": "..."}` with the HT
 Serving maps its code to. Messages follow TF Serving's where clients might match on them.
 
 Predict is the hot path: one orjson parse, tensors decoded straight into numpy by
-`dataplane.tensors`, the model called on this (the connection's) thread, one response buffer.
+`dataplane.tensors`, the model called inline on the HTTP loop thread when it is fast (as on
+gRPC's dispatcher), one response buffer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,8 +29,14 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from dataplane import errors
 from dataplane.errors import ServingError
-from dataplane.http_server import HttpServer, Request, Response, json_error
-from dataplane.inference import Classification, Examples, InferenceService, ModelRef
+from dataplane.http_server import HttpServer, Request, Response, internal_error, json_error
+from dataplane.inference import (
+    Classification,
+    Examples,
+    InferenceService,
+    ModelRef,
+    Regression,
+)
 from dataplane.options import ServerOptions
 from dataplane.signatures import TensorSpec
 from dataplane.tensors import (
@@ -66,7 +74,12 @@ _NO_PRESENCE = {"always_print_fields_with_no_presence": True, "indent": 1}
 
 
 class RestApi:
-    """Maps one HTTP request to one core call and its JSON answer."""
+    """Maps one HTTP request to one core call and its JSON answer.
+
+    Runs on the HTTP server's one loop thread and never blocks it: a model call is submitted to
+    the core, which answers at once when the call is fast and runs inline, or later (batched,
+    or on the offload pool) through the returned Future.
+    """
 
     def __init__(
         self, service: InferenceService, extra_routes: Mapping[str, ExtraRoute], cors: bool
@@ -74,14 +87,14 @@ class RestApi:
         self._service = service
         self._extra_routes = dict(extra_routes)
         self._cors = cors
-        self._verbs: dict[str, Callable[[ModelRef, bytes], bytes]] = {
+        self._verbs: dict[str, Callable[[ModelRef, bytes], Future[Response]]] = {
             "predict": self._predict,
             "classify": self._classify,
             "regress": self._regress,
         }
 
-    def handle(self, request: Request) -> Response:
-        """The HTTP server's handler: never raises for anything a client can send."""
+    def handle(self, request: Request) -> Response | Future[Response]:
+        """The HTTP server's handler; errors it raises become responses in `error_response`."""
         path = request.path
         if request.method == "GET" and path in self._extra_routes:
             status, body, content_type = self._extra_routes[path]()
@@ -90,12 +103,9 @@ class RestApi:
             return Response(200, b"")
         if not _API_PATH.fullmatch(path):
             return json_error(404, f"Not found: {request.method} {path}")
-        try:
-            return Response(200, self._dispatch(request.method, path, request.body))
-        except ServingError as error:
-            return json_error(error.http_status, error.message)
+        return self._dispatch(request.method, path, request.body)
 
-    def _dispatch(self, method: str, path: str, body: bytes) -> bytes:
+    def _dispatch(self, method: str, path: str, body: bytes) -> Response | Future[Response]:
         if method == "POST":
             match = _PREDICTION_PATH.fullmatch(path)
             if match:
@@ -112,33 +122,32 @@ class RestApi:
                 if not ref.name:
                     raise errors.invalid_argument("Missing model name in request.")
                 if subresource == "metadata":
-                    return self._metadata(ref)
-                return self._status(ref)
+                    return Response(200, self._metadata(ref))
+                return Response(200, self._status(ref))
         raise errors.invalid_argument(f"Malformed request: {method} {path}")
 
-    def _predict(self, ref: ModelRef, body: bytes) -> bytes:
+    def _predict(self, ref: ModelRef, body: bytes) -> Future[Response]:
         document = _parse_json_object(body)
         signature_name = _signature_name(document)
-        row_format = "instances" in document
+        encode = predictions_json if "instances" in document else outputs_json
 
         def decode_inputs(specs: Mapping[str, TensorSpec]) -> Mapping[str, np.ndarray]:
             # Runs once the model and signature are resolved, so (as in TF Serving) an
             # unknown model is reported before a malformed body.
             return _decode_predict_inputs(document, specs)
 
-        prediction = self._service.predict(ref, signature_name, decode_inputs)
-        if row_format:
-            return predictions_json(prediction.outputs)
-        return outputs_json(prediction.outputs)
+        plan = self._service.predict_plan(ref, signature_name, decode_inputs)
+        return self._service.submit(plan, lambda done: Response(200, encode(done.outputs)))
 
-    def _classify(self, ref: ModelRef, body: bytes) -> bytes:
+    def _classify(self, ref: ModelRef, body: bytes) -> Future[Response]:
         signature_name, examples = _examples_request(body)
-        return _classification_json(self._service.classify(ref, signature_name, examples))
+        plan = self._service.classify_plan(ref, signature_name, examples)
+        return self._service.submit(plan, lambda done: Response(200, _classification_json(done)))
 
-    def _regress(self, ref: ModelRef, body: bytes) -> bytes:
+    def _regress(self, ref: ModelRef, body: bytes) -> Future[Response]:
         signature_name, examples = _examples_request(body)
-        values = self._service.regress(ref, signature_name, examples).values
-        return b'{"results":' + _float_json(values) + b"}"
+        plan = self._service.regress_plan(ref, signature_name, examples)
+        return self._service.submit(plan, lambda done: Response(200, _regression_json(done)))
 
     def _status(self, ref: ModelRef) -> bytes:
         """GetModelStatusResponse as TF Serving prints it (proto JSON, defaults included)."""
@@ -185,8 +194,8 @@ class RestServer:
             port=options.rest_api_port,
             max_body_bytes=options.rest_api_max_request_bytes,
             request_timeout_s=timeout_ms / 1000 if timeout_ms > 0 else 24 * 3600.0,
-            max_active_requests=options.effective_rest_threads,
             common_headers=_CORS_HEADERS if cors else (),
+            error_response=error_response,
         )
 
     @property
@@ -198,6 +207,14 @@ class RestServer:
 
     def stop(self, grace_seconds: float) -> None:
         self._http.stop(grace_seconds)
+
+
+def error_response(exc: BaseException) -> Response:
+    """A ServingError is `{"error": ...}` with the HTTP status TF Serving maps its code to;
+    anything else is a bug in the data plane: a 500, logged."""
+    if isinstance(exc, ServingError):
+        return json_error(exc.http_status, exc.message)
+    return internal_error(exc)
 
 
 def _model_ref(name: str, version: str | None, label: str | None) -> ModelRef:
@@ -393,6 +410,10 @@ def _classification_json(result: Classification) -> bytes:
         for i in range(shape[0])
     ]
     return json.dumps({"results": results}).encode()  # json writes NaN/Infinity as TF does
+
+
+def _regression_json(result: Regression) -> bytes:
+    return b'{"results":' + _float_json(result.values) + b"}"
 
 
 def _float_json(values: np.ndarray) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -102,10 +101,10 @@ class DataPlane:
             metrics=self.metrics,
         )
         self.manager = ModelManager(options, load)
-        # gRPC runs fast calls on its dispatcher thread; slow ones (and only those) use these.
+        # Each front end runs fast calls on its one dispatcher thread (gRPC's dispatcher, the
+        # REST loop); slow ones (and only those) use these.
         self._offload = ThreadPoolExecutor(
-            max_workers=options.grpc_max_threads or 4 * (os.cpu_count() or 1),
-            thread_name_prefix="inference",
+            max_workers=options.offload_threads, thread_name_prefix="inference"
         )
         self.service = InferenceService(
             self.manager,

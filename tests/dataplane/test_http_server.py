@@ -9,21 +9,33 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 
 import orjson
 import pytest
 
-from dataplane.http_server import FairSlots, HttpServer, Request, Response
+from dataplane.http_server import HttpServer, Request, RequestReader, Response
 
 TIMEOUT_S = 0.5
 
 
-def echo(request: Request) -> Response:
-    """Echo the parsed request; `/boom` raises, `/sleep` holds the handler for 0.3 s."""
+def echo(request: Request) -> Response | Future[Response]:
+    """Echo the parsed request; `/boom` raises, `/sleep` answers through a Future 0.3 s later."""
     if request.path == "/boom":
         raise RuntimeError("handler bug")
     if request.path == "/sleep":
-        time.sleep(0.3)
+        return later(0.3, echoed(request))
+    return echoed(request)
+
+
+def later(seconds: float, response: Response) -> Future[Response]:
+    """A Future another thread completes after `seconds`, as a batched model call would."""
+    answer: Future[Response] = Future()
+    threading.Timer(seconds, answer.set_result, (response,)).start()
+    return answer
+
+
+def echoed(request: Request) -> Response:
     body = {
         "method": request.method,
         "path": request.path,
@@ -374,40 +386,113 @@ def test_idle_keep_alive_connection_is_closed_after_idle_timeout() -> None:
         server.stop(1.0)
 
 
-def test_active_requests_are_bounded_by_the_semaphore() -> None:
-    active = 0
-    peak = 0
-    lock = threading.Lock()
+def test_a_waited_for_answer_does_not_hold_up_other_connections(server: HttpServer) -> None:
+    waiting = Client(server.port)
+    waiting.send(get("/sleep"))
+    started = time.monotonic()
+    assert_serves(server)
+    assert time.monotonic() - started < 0.2
+    status, _, body = waiting.response()
+    assert (status, orjson.loads(body)["path"]) == (200, "/sleep")
+    waiting.close()
 
-    def counting(request: Request) -> Response:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.05)
-        with lock:
-            active -= 1
-        return Response(200, b"{}")
 
-    server = HttpServer(counting, host="127.0.0.1", max_active_requests=2)
-    server.start()
+def test_pipelined_requests_stay_in_order_behind_a_waited_for_answer(client: Client) -> None:
+    client.send(get("/sleep") + post("/second", b"2") + get("/third"))
+    paths = [orjson.loads(client.response()[2])["path"] for _ in range(3)]
+    assert paths == ["/sleep", "/second", "/third"]
+
+
+def test_a_large_pipelined_body_waits_behind_a_slow_answer() -> None:
+    server = start_server(max_body_bytes=4 * 1024 * 1024)
     try:
-        statuses: list[int] = []
-
-        def call() -> None:
-            client = Client(server.port)
-            client.send(get("/x"))
-            statuses.append(client.response()[0])
-            client.close()
-
-        threads = [threading.Thread(target=call) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert (statuses, peak) == ([200] * 6, 2)
+        client = Client(server.port)
+        big = b"z" * (3 * 1024 * 1024)  # more than the loop buffers before pausing the reads
+        client.send(get("/sleep") + post("/big", big))
+        first, second = client.response(), client.response()
+        assert (first[0], orjson.loads(first[2])["path"]) == (200, "/sleep")
+        assert (second[0], len(orjson.loads(second[2])["body"])) == (200, len(big))
+        client.close()
     finally:
         server.stop(1.0)
+
+
+def test_client_going_away_cancels_the_answer_it_waited_for() -> None:
+    handed_out: list[Future[Response]] = []
+
+    def never(request: Request) -> Future[Response]:
+        handed_out.append(Future())
+        return handed_out[-1]
+
+    server = HttpServer(never, host="127.0.0.1")
+    server.start()
+    try:
+        client = Client(server.port)
+        client.send(get("/wait"))
+        deadline = time.monotonic() + 2.0
+        while not handed_out and time.monotonic() < deadline:
+            time.sleep(0.01)
+        client.close()
+        while not handed_out[0].cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert handed_out[0].cancelled()
+    finally:
+        server.stop(1.0)
+
+
+def test_errors_raised_or_set_on_the_future_go_through_error_response() -> None:
+    def failing(request: Request) -> Future[Response]:
+        if request.path == "/raise":
+            raise KeyError("now")
+        answer: Future[Response] = Future()
+        threading.Timer(0.05, answer.set_exception, (KeyError("later"),)).start()
+        return answer
+
+    def teapot(exc: BaseException) -> Response:
+        return Response(418, orjson.dumps({"error": str(exc)}))
+
+    server = HttpServer(failing, host="127.0.0.1", error_response=teapot)
+    server.start()
+    try:
+        client = Client(server.port)
+        client.send(get("/raise") + get("/later"))
+        answers = [client.response() for _ in range(2)]
+        assert [(s, orjson.loads(b)) for s, _, b in answers] == [
+            (418, {"error": "'now'"}),
+            (418, {"error": "'later'"}),
+        ]
+        client.close()
+    finally:
+        server.stop(1.0)
+
+
+def test_reader_gives_the_same_requests_however_the_bytes_arrive() -> None:
+    stream = (
+        post("/one", b"abc")
+        + b"POST /two?q=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"2;ext=1\r\nde\r\n1\r\nf\r\n0\r\nTrailer: x\r\n\r\n"
+        + b"HEAD /three HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    )
+
+    def requests(pieces: list[bytes]) -> list[tuple[str, str, str, bytes, bool, bool, bool]]:
+        reader = RequestReader(max_body_bytes=100)
+        taken = []
+        for piece in pieces:
+            reader.feed(piece)
+            while (parsed := reader.take()) is not None:
+                r = parsed.request
+                flags = (parsed.keep_alive, parsed.http10, parsed.head_only)
+                taken.append((r.method, r.path, r.query, r.body, *flags))
+        assert not reader.started
+        return taken
+
+    whole = requests([stream])
+    assert whole == [
+        ("POST", "/one", "", b"abc", True, False, False),
+        ("POST", "/two", "q=1", b"def", True, False, False),
+        ("GET", "/three", "", b"", True, True, True),
+    ]
+    assert requests([stream[i : i + 1] for i in range(len(stream))]) == whole
 
 
 def test_connections_beyond_the_limit_get_503() -> None:
@@ -454,30 +539,3 @@ def test_stop_without_grace_cuts_stalled_connections() -> None:
     server.stop(0.2)
     assert time.monotonic() - started < 1.5
     assert stalled.closed_by_server()
-
-
-def test_fair_slots_hand_a_freed_slot_to_the_longest_waiter():
-    slots = FairSlots(1)
-    slots.acquire()
-    order: list[int] = []
-
-    def wait_then_record(index: int) -> None:
-        slots.acquire()
-        order.append(index)
-        slots.release()
-
-    waiters = []
-    for index in range(3):
-        thread = threading.Thread(target=wait_then_record, args=(index,))
-        thread.start()
-        waiters.append(thread)
-        deadline = time.monotonic() + 5
-        while len(slots._waiters) < index + 1 and time.monotonic() < deadline:
-            time.sleep(0.001)
-    slots.release()  # the releasing thread must not get it back before the waiters
-    slots.acquire()
-    order.append(99)
-    slots.release()
-    for thread in waiters:
-        thread.join(5)
-    assert order == [0, 1, 2, 99]
