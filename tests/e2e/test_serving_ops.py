@@ -238,7 +238,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(
 # --------------------------------------------------------------------------- batching
 
 
-def test_concurrent_grpc_clients_are_batched_and_get_their_own_rows(
+def test_concurrent_grpc_and_rest_clients_are_batched_and_get_their_own_rows(
     start_dataplane: StartFn, saved_models, monitoring: str, tmp_path: Path
 ) -> None:
     plane = start_dataplane(
@@ -257,9 +257,14 @@ def test_concurrent_grpc_clients_are_batched_and_get_their_own_rows(
     channel = grpc.insecure_channel(plane.grpc_target)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
-    def call(i: int) -> np.ndarray:
+    def call(i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every third client speaks REST: its request waits in the same batch queue."""
         rows = np.arange(i % 3 + 1, dtype=np.float32).reshape(-1, 1) + 100 * i
         barrier.wait()
+        if i % 3 == 0:
+            url = f"{plane.rest_url}/v1/models/half_plus_two:predict"
+            answer = requests.post(url, json={"instances": rows.tolist()}, timeout=30)
+            return rows, np.array(answer.json()["predictions"], np.float32)
         response = stub.Predict(predict_request("half_plus_two", rows), timeout=30)
         return rows, tensors.to_ndarray(response.outputs["y"])
 
