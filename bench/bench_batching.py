@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--timeout_micros", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2, help="num_batch_threads")
+    parser.add_argument(
+        "--dataplane_flag", action="append", default=[], help="extra data-plane flag (repeatable)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -180,9 +183,11 @@ def main() -> None:
             "max_enqueued_batches { value: 100 }\n"
         )
         raw = measure_raw(root, args.seconds)
-        with serving(root) as server:
+        flags = args.dataplane_flag
+        with serving(root, *flags) as server:
             unbatched = measure_server(server, args.seconds)
-        with serving(root, "--enable_batching", f"--batching_parameters_file={params}") as server:
+        batching = ("--enable_batching", f"--batching_parameters_file={params}")
+        with serving(root, *batching, *flags) as server:
             batched = measure_server(server, args.seconds)
     rows = [
         Row(m.name, c, raw[(m.name, c)], unbatched[(m.name, c)], batched[(m.name, c)],

@@ -167,11 +167,14 @@ def bench_model(model: BenchModel, model_dir: str, server, seconds: float, tally
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--dataplane_flag", action="append", default=[], help="extra data-plane flag (repeatable)"
+    )
     args = parser.parse_args()
     tally = Tally()
     with tempfile.TemporaryDirectory() as tmp:
         config = build_models(Path(tmp))
-        server = start_dataplane(f"--model_config_file={config}", log_dir=tmp)
+        server = start_dataplane(f"--model_config_file={config}", *args.dataplane_flag, log_dir=tmp)
         try:
             for model in MODELS:
                 bench_model(model, str(Path(tmp, model.name, "1")), server, args.seconds, tally)

