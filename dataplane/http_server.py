@@ -470,18 +470,23 @@ class _Connection(asyncio.Protocol):
         self._server.forget(self)
 
     def pause_writing(self) -> None:
-        """The client is not reading our answers: stop reading its requests too."""
+        """The client is not reading our answers: stop reading its requests too. The read
+        deadline must not blame the client for our back-pressure, but a client that reads
+        nothing for a whole request timeout is gone (as SO_SNDTIMEO would say) and is cut."""
         self._blocked = True
+        self._set_deadline(self._server.limits.request_timeout_s, self.abort)
         self._transport.pause_reading()  # type: ignore[union-attr]
 
     def resume_writing(self) -> None:
         self._blocked = False
+        self.deadline = math.inf
         if self._closing:
             return
         if not self._paused:
             self._transport.resume_reading()  # type: ignore[union-attr]
         if self._waiting is None:
             self._serve()
+            self._restart_read_deadline()
 
     # driving requests
 
@@ -514,8 +519,7 @@ class _Connection(asyncio.Protocol):
                 return
             answer = self._server.settle(answer)
         self._answer(parsed, answer)
-        if self._reader.started:  # a pipelined request: its deadline starts now
-            self._set_deadline(self._server.limits.request_timeout_s, self._timed_out)
+        self._restart_read_deadline()
 
     def _wait_for(self, parsed: Parsed, answer: Future[Response]) -> None:
         self._waiting = answer
@@ -541,8 +545,7 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             if not self._blocked:
                 self._transport.resume_reading()  # type: ignore[union-attr]
-        if self._reader.started:
-            self._set_deadline(self._server.limits.request_timeout_s, self._timed_out)
+        self._restart_read_deadline()
         self._serve()
 
     def _answer(self, parsed: Parsed, response: Response) -> None:
@@ -569,6 +572,12 @@ class _Connection(asyncio.Protocol):
         if now >= self.deadline:
             self.deadline = math.inf
             self._on_deadline()
+
+    def _restart_read_deadline(self) -> None:
+        """A request already partly buffered (pipelined) gets its full deadline from now:
+        the time it waited behind earlier answers is ours, not the client's."""
+        if self._reader.started and not self._closing and not self._blocked:
+            self._set_deadline(self._server.limits.request_timeout_s, self._timed_out)
 
     def _idle(self) -> None:
         self._set_deadline(self._server.limits.idle_timeout_s, self._close)

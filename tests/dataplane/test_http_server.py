@@ -5,6 +5,7 @@ The handler echoes what the server parsed, so each test sees exactly what a hand
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -413,6 +414,51 @@ def test_a_large_pipelined_body_waits_behind_a_slow_answer() -> None:
         assert (first[0], orjson.loads(first[2])["path"]) == (200, "/sleep")
         assert (second[0], len(orjson.loads(second[2])["body"])) == (200, len(big))
         client.close()
+    finally:
+        server.stop(1.0)
+
+
+def test_a_client_that_does_not_read_is_paused_and_loses_nothing() -> None:
+    """Pipelined requests whose answers the client leaves unread: the server stops reading
+    (no unbounded buffering) and, once the client reads, every answer arrives in order."""
+    server = start_server(max_body_bytes=200_000)
+    try:
+        client = Client(server.port)
+        count, size = 100, 150_000  # 15 MB each way: more than the kernel's socket buffers
+        stream = b"".join(post(f"/{i}", b"b" * size) for i in range(count))
+        sender = threading.Thread(target=client.send, args=(stream,))
+        sender.start()
+        time.sleep(TIMEOUT_S * 0.6)  # answers pile up unread: the server stops reading
+        paths = [orjson.loads(client.response()[2])["path"] for _ in range(count)]
+        sender.join(5)
+        assert paths == [f"/{i}" for i in range(count)]
+        client.close()
+    finally:
+        server.stop(1.0)
+
+
+def test_a_client_that_reads_nothing_for_a_whole_timeout_is_cut() -> None:
+    server = start_server(max_body_bytes=200_000)
+    try:
+        client = Client(server.port)
+        count, size = 100, 150_000
+        stream = b"".join(post(f"/{i}", b"b" * size) for i in range(count))
+
+        def send() -> None:
+            with contextlib.suppress(OSError):  # the server cuts us off mid-stream
+                client.send(stream)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(TIMEOUT_S + 0.5)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while data := client.sock.recv(1 << 20):
+                received += len(data)
+        sender.join(5)
+        assert received < count * size  # ended early: the server gave the connection up
+        client.close()
+        assert_serves(server)
     finally:
         server.stop(1.0)
 
