@@ -116,7 +116,13 @@ class RequestMetrics(Protocol):
     """Where finished requests are counted (dataplane.metrics.ServingMetrics)."""
 
     def record_request(
-        self, model: str, version: int | None, api: str, status: Code, seconds: float
+        self,
+        model: str,
+        version: int | None,
+        api: str,
+        status: Code,
+        seconds: float,
+        entrypoint: str = "",
     ) -> None: ...
 
 
@@ -200,6 +206,7 @@ class InferenceService:
         check_predict_method: bool = False,
         metrics: RequestMetrics | None = None,
         offload: Executor | None = None,
+        entrypoint: str = "",
     ) -> None:
         self.manager = manager
         self._offload = offload
@@ -208,6 +215,20 @@ class InferenceService:
         self._submit: Callable[..., Future[Outputs]] | None = getattr(runner, "submit", None)
         self._check_predict_method = check_predict_method
         self._metrics = metrics
+        self._entrypoint = entrypoint
+
+    def via(self, entrypoint: str) -> InferenceService:
+        """This service for one front end: the same manager, runner, pools and metrics, its
+        requests labelled with the protocol they came by (TF Serving's `entrypoint` label on
+        request latency: "GRPC" or "REST"). The core only carries the label."""
+        return InferenceService(
+            self.manager,
+            self._run,
+            self._check_predict_method,
+            self._metrics,
+            self._offload,
+            entrypoint,
+        )
 
     @contextmanager
     def _leased(self, api: str, ref: ModelRef) -> Iterator[Servable]:
@@ -233,9 +254,8 @@ class InferenceService:
             status = Code.INTERNAL
             raise
         finally:
-            self._metrics.record_request(
-                ref.name, version, api, status, time.perf_counter() - start
-            )
+            elapsed = time.perf_counter() - start
+            self._metrics.record_request(ref.name, version, api, status, elapsed, self._entrypoint)
 
     def run(self, plan: Plan[Result]) -> Result:
         """Drive a plan with blocking model calls, in the caller's thread (REST, warmup)."""

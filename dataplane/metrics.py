@@ -80,7 +80,8 @@ class ServingMetrics:
     def __init__(self) -> None:
         disable_created_metrics()  # TF Serving exports no `_created` series; neither do we
         self.registry = CollectorRegistry(auto_describe=True)
-        self._request_histograms: dict[tuple[str, str, str, str], tuple[Histogram, Histogram]] = {}
+        # by (model, version, API, status, entrypoint)
+        self._request_histograms: dict[tuple[str, ...], tuple[Histogram, Histogram]] = {}
         self.request_count = ExactCounter(
             ":tensorflow:serving:request_count",
             "The total number of requests.",
@@ -154,24 +155,34 @@ class ServingMetrics:
         return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
 
     def record_request(
-        self, model: str, version: int | None, api: str, status: Code, seconds: float
+        self,
+        model: str,
+        version: int | None,
+        api: str,
+        status: Code,
+        seconds: float,
+        entrypoint: str = "",
     ) -> None:
-        """One finished inference request; `version` is None when none was resolved."""
+        """One finished inference request; `version` is None when none was resolved;
+        `entrypoint` is the protocol it came by ("GRPC", "REST"; "" from inside)."""
         key = (model, "" if version is None else str(version), api, status.name)
-        latency_us, latency_s = self._request_histograms.get(key) or self._request_children(key)
+        children = self._request_histograms.get((*key, entrypoint))
+        latency_us, latency_s = children or self._request_children(key, entrypoint)
         self.request_count.inc(model, status.name)
         self.version_request_count.inc(*key)
         latency_us.observe(seconds * 1e6)
         latency_s.observe(seconds)
 
-    def _request_children(self, key: tuple[str, str, str, str]) -> tuple[Histogram, Histogram]:
+    def _request_children(
+        self, key: tuple[str, str, str, str], entrypoint: str
+    ) -> tuple[Histogram, Histogram]:
         """Label lookups cost more than the observation; do them once per label set."""
         model, _version, api, _status = key
         children = (
-            self.request_latency.labels(model, api, ""),
+            self.request_latency.labels(model, api, entrypoint),
             self.version_request_latency.labels(*key),
         )
-        self._request_histograms[key] = children
+        self._request_histograms[(*key, entrypoint)] = children
         return children
 
     def record_load(self, model: str, status: Code, seconds: float) -> None:

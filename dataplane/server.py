@@ -116,7 +116,8 @@ class DataPlane:
         self.health = HealthService(self.manager)
         self._grpc = self._build_grpc_server()
         routes = metrics_routes(options, self.metrics)
-        self.rest = RestServer(options, self.service, routes) if options.rest_api_port else None
+        rest_service = self.service.via("REST")
+        self.rest = RestServer(options, rest_service, routes) if options.rest_api_port else None
         self.grpc_port = 0
 
     def _build_grpc_server(self) -> GrpcServer:
@@ -124,7 +125,7 @@ class DataPlane:
         slow model calls use the offload pool (--grpc_max_threads); reloads get their own."""
         tensor_content = self.options.enable_serialization_as_tensor_content
         routes = serving_routes(
-            PredictionHandlers(self.service, tensor_content),
+            PredictionHandlers(self.service.via("GRPC"), tensor_content),
             ModelHandlers(self.manager),
             InfoService(self.manager),
             self.health if self.options.enable_grpc_healthcheck_service else None,

@@ -136,6 +136,10 @@ def test_metrics_endpoint_after_requests(
     labels = {"model_name": "half_plus_two", "model_version": "1", "API": "Predict", "status": "OK"}
     assert value(got, count, **labels) == 4
     assert value(got, ":modelplane:request_latency_seconds_count", **labels) == 4
+    latency = ":tensorflow:serving:request_latency_count"
+    by_protocol = {"model_name": "half_plus_two", "API": "Predict"}
+    assert value(got, latency, **by_protocol, entrypoint="GRPC") == 3
+    assert value(got, latency, **by_protocol, entrypoint="REST") == 1
     assert value(got, ":modelplane:model_load_count", model_name="half_plus_two", status="OK") == 1
     warm = {"model_path": str(hp_warmup / "1"), "status": "OK"}
     assert value(got, ":tensorflow:serving:model_warmup_latency_count", **warm) == 1
