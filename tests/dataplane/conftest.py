@@ -1,4 +1,5 @@
-"""Fixtures for the manager's tests: a fake loader and managers shut down after each test."""
+"""Fixtures for the data plane's tests: a fake loader and managers shut down after each test,
+and one real half_plus_two servable per module for tests of the request path."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from dataplane.manager import ModelManager
 from dataplane.options import ServerOptions
+from dataplane.servable import Servable, SessionOptions, load_servable
 from tests.dataplane.fakes import FakeClock, FakeLoader
 
 
@@ -33,3 +35,10 @@ def make_manager(loader: FakeLoader) -> Iterator[Callable[..., ModelManager]]:
     yield make
     for manager in managers:
         manager.shutdown()
+
+
+@pytest.fixture(scope="module")
+def half_plus_two(saved_models) -> Iterator[Servable]:
+    servable = load_servable("h", 123, f"{saved_models.half_plus_two}/123", SessionOptions())
+    yield servable
+    servable.close()

@@ -2,13 +2,15 @@
 
 Version directories are real (empty) directories under tmp_path, because the file-system
 source is part of what a reload does; the loader is fake and can block or fail on demand.
+`OneModel` goes the other way, for tests of the request path: a real servable, no manager.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -16,8 +18,25 @@ from google.protobuf import text_format
 from dataplane.config import ModelServerConfig
 from dataplane.errors import Code, ServingError
 from dataplane.manager import ModelManager, VersionState
+from dataplane.servable import Servable
 
 WAIT_S = 5.0
+
+
+class OneModel:
+    """A manager that leases one loaded servable, whatever the request names."""
+
+    def __init__(self, servable: Servable) -> None:
+        self.servable = servable
+        self.active = 0
+
+    @contextmanager
+    def lease(self, name: str, version: int | None = None, label: str | None = None) -> Iterator:
+        self.active += 1
+        try:
+            yield self.servable
+        finally:
+            self.active -= 1
 
 
 class FakeServable:

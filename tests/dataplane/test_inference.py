@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 from dataplane.inference import InferenceService, ModelRef, run_direct
-from dataplane.servable import Servable, SessionOptions, load_servable
-
-
-class OneModel:
-    """A manager that leases one loaded servable, whatever the request names."""
-
-    def __init__(self, servable: Servable) -> None:
-        self.servable = servable
-        self.active = 0
-
-    @contextmanager
-    def lease(self, name: str, version: int | None = None, label: str | None = None) -> Iterator:
-        self.active += 1
-        try:
-            yield self.servable
-        finally:
-            self.active -= 1
-
-
-@pytest.fixture(scope="module")
-def half_plus_two(saved_models) -> Iterator[Servable]:
-    servable = load_servable("h", 123, f"{saved_models.half_plus_two}/123", SessionOptions())
-    yield servable
-    servable.close()
+from tests.dataplane.fakes import OneModel
 
 
 def recording_runner(threads: list[str]):

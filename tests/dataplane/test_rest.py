@@ -11,18 +11,22 @@ import base64
 import json
 import math
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from dataplane.inference import InferenceService
+from dataplane.inference import InferenceService, run_direct
 from dataplane.manager import ModelManager
 from dataplane.options import ServerOptions
 from dataplane.rest import RestServer
 from dataplane.servable import load_servable
+from tests.dataplane.fakes import OneModel
 from tests.support.processes import DataPlaneProcess, start_dataplane
 
 MAX_REQUEST_BYTES = 65536
@@ -599,3 +603,36 @@ def test_extra_route_is_served_as_given(cors_server: RestServer) -> None:
     response = requests.get(f"http://127.0.0.1:{cors_server.port}/monitoring/metrics", timeout=10)
     assert (response.status_code, response.content) == (200, b"# up 1\n")
     assert response.headers["Content-Type"] == "text/plain"
+
+
+def test_a_slow_model_runs_off_the_loop_and_others_are_served_meanwhile(half_plus_two) -> None:
+    """A signature slow enough for the offload pool must not hold up the one REST loop."""
+    threads: list[str] = []
+
+    def slow_runner(servable, signature, feeds, output_keys):
+        threads.append(threading.current_thread().name)
+        time.sleep(0.5)
+        return run_direct(servable, signature, feeds, output_keys)
+
+    half_plus_two.signature("serving_default").typical_seconds = 1.0
+    options = ServerOptions(rest_api_port=0)
+    with ThreadPoolExecutor(1, thread_name_prefix="offload") as pool:
+        manager = OneModel(half_plus_two)
+        service = InferenceService(manager, slow_runner, offload=pool)  # type: ignore[arg-type]
+        server = RestServer(options, service, {"/up": lambda: (200, b"up", "text/plain")})
+        server.start()
+        url = f"http://127.0.0.1:{server.port}"
+        try:
+            with ThreadPoolExecutor(1) as client:
+                slow = client.submit(
+                    requests.post, f"{url}/v1/models/h:predict", json={"instances": [[1.0]]}
+                )
+                time.sleep(0.1)  # the predict is now running on the offload thread
+                started = time.monotonic()
+                assert requests.get(f"{url}/up", timeout=10).content == b"up"
+                assert time.monotonic() - started < 0.3
+                assert not slow.done()
+                assert slow.result(10).json() == {"predictions": [[2.5]]}
+        finally:
+            server.stop(1.0)
+    assert threads == ["offload_0"]
