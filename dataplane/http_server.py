@@ -721,8 +721,13 @@ class HttpServer:
         return answer.result()
 
     def _tick(self) -> None:
-        """Check every connection's read or idle deadline; one timer for all of them."""
+        """Check every connection's read or idle deadline; one timer for all of them. The
+        next tick is booked first, so a failing check cannot stop the deadlines for good."""
+        self.loop.call_later(_TICK_SECONDS, self._tick)
         now = self.loop.time()
         for connection in list(self._connections):
-            connection.check_deadline(now)
-        self.loop.call_later(_TICK_SECONDS, self._tick)
+            try:
+                connection.check_deadline(now)
+            except Exception:
+                log.exception("deadline check failed; closing the connection")
+                connection.abort()
