@@ -6,10 +6,10 @@ shapes classify/regress outputs must have) is checked here, once, for both proto
 
 Each request is written once, as a *plan*: a generator that leases a version, checks the
 request, yields the model call(s) it needs and returns the result. `run` drives a plan with
-blocking calls (REST's connection threads, warmup); `submit` drives the same plan without
-ever blocking (gRPC's one dispatcher thread), resuming it by callback when a batched or slow
-call finishes instead of parking a thread on it, so one thread can feed the batcher from many
-concurrent requests.
+blocking calls (warmup); `submit` drives the same plan without ever blocking (each front end's
+one dispatcher thread: gRPC's dispatcher, the REST event loop), resuming it by callback when a
+batched or slow call finishes instead of parking a thread on it, so one thread can feed the
+batcher from many concurrent requests.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
-# A direct model call this fast runs on the gRPC dispatcher; slower ones go to the offload pool.
+# A direct model call this fast runs on the front end's dispatcher; slower ones go to the
+# offload pool.
 INLINE_CALL_SECONDS = 0.002
 
 InputDecoder = Callable[[Mapping[str, TensorSpec]], Mapping[str, np.ndarray]]
@@ -258,7 +259,7 @@ class InferenceService:
             self._metrics.record_request(ref.name, version, api, status, elapsed, self._entrypoint)
 
     def run(self, plan: Plan[Result]) -> Result:
-        """Drive a plan with blocking model calls, in the caller's thread (REST, warmup)."""
+        """Drive a plan with blocking model calls, in the caller's thread (warmup)."""
         try:
             call = next(plan)
             while True:
@@ -267,7 +268,7 @@ class InferenceService:
             return done.value
 
     def submit(self, plan: Plan[Result], answer: Callable[[Result], Answer]) -> Future[Answer]:
-        """Drive a plan without ever blocking the calling thread (gRPC's one dispatcher).
+        """Drive a plan without ever blocking the calling thread (a front end's dispatcher).
 
         A direct call runs inline when the signature is typically fast (a thread hop would
         cost more than the call); a batched call, or a slow one (on the offload pool), is
