@@ -122,7 +122,7 @@ class DataPlane:
 
     def _build_grpc_server(self) -> GrpcServer:
         """Fast inference runs on the dispatcher thread, batched calls complete by callback,
-        slow model calls use the offload pool (--grpc_max_threads); reloads get their own."""
+        slow model calls use the shared offload pool; reloads get their own."""
         tensor_content = self.options.enable_serialization_as_tensor_content
         routes = serving_routes(
             PredictionHandlers(self.service.via("GRPC"), tensor_content),
