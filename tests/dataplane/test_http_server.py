@@ -6,6 +6,7 @@ The handler echoes what the server parsed, so each test sees exactly what a hand
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ from concurrent.futures import Future
 import orjson
 import pytest
 
-from dataplane.http_server import HttpServer, Request, RequestReader, Response
+from dataplane.http_server import HttpServer, ProtocolError, Request, RequestReader, Response
 
 TIMEOUT_S = 0.5
 
@@ -585,3 +586,31 @@ def test_stop_without_grace_cuts_stalled_connections() -> None:
     server.stop(0.2)
     assert time.monotonic() - started < 1.5
     assert stalled.closed_by_server()
+
+
+def test_reader_answers_any_bytes_with_requests_or_a_protocol_error() -> None:
+    """Seeded random mixes of request fragments, fed in random splits: whatever a client sends
+    becomes requests or a ProtocolError (which the loop answers), never another exception."""
+    fragments = [
+        b"GET ", b"POST ", b"HEAD ", b"/", b"/v1/models/x:predict", b" HTTP/1.1", b" HTTP/1.0",
+        b" HTTP/2.0", b"\r\n", b"\r\n\r\n", b"Content-Length: ", b"Transfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip", b"5", b"0", b"-1", b"ff", b"zz", b"abc", b":", b" ", b"\t",
+        b"Expect: 100-continue", b"Connection: close", b"\xff\xfe", b"\x00", b";ext", b"\n",
+        b"http://h/p?q", b"99999999999999999999", b"\r",
+        get("/ok"), post("/ok", b"abc"), b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"3\r\nabc\r\n0\r\n\r\n",
+    ]  # fmt: skip
+    rng = random.Random(7)
+    outcomes = {"requests": 0, "protocol errors": 0}
+    for _ in range(5000):
+        data = b"".join(rng.choice(fragments) for _ in range(rng.randint(1, 25)))
+        cuts = sorted(rng.sample(range(len(data) + 1), min(3, len(data) + 1)))
+        reader = RequestReader(max_body_bytes=100)
+        try:
+            for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+                reader.feed(data[start:end])
+                while reader.take() is not None:
+                    outcomes["requests"] += 1
+        except ProtocolError:
+            outcomes["protocol errors"] += 1
+    assert all(count > 200 for count in outcomes.values()), outcomes  # both paths exercised
