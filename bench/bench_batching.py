@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
-from bench.harness import Measurement, closed_loop, h2load
+from bench.harness import Measurement, add_dataplane_flag_option, closed_loop, h2load
 from dataplane import tensors
 from dataplane.servable import SessionOptions, load_servable
 from examples import builders
@@ -168,9 +168,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--timeout_micros", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2, help="num_batch_threads")
-    parser.add_argument(
-        "--dataplane_flag", action="append", default=[], help="extra data-plane flag (repeatable)"
-    )
+    add_dataplane_flag_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

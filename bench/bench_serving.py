@@ -30,7 +30,14 @@ import numpy as np
 import orjson
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from bench.harness import Measurement, closed_loop, geometric_mean, h2load, wrk
+from bench.harness import (
+    Measurement,
+    add_dataplane_flag_option,
+    closed_loop,
+    geometric_mean,
+    h2load,
+    wrk,
+)
 from dataplane import tensors
 from dataplane.servable import SessionOptions, load_servable
 from examples import builders
@@ -167,9 +174,7 @@ def bench_model(model: BenchModel, model_dir: str, server, seconds: float, tally
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument(
-        "--dataplane_flag", action="append", default=[], help="extra data-plane flag (repeatable)"
-    )
+    add_dataplane_flag_option(parser)
     args = parser.parse_args()
     tally = Tally()
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,6 +8,7 @@ against it.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 import shutil
@@ -160,4 +161,12 @@ def h2load(
     span_s = (max(starts) - min(starts)) / 1e6 or seconds
     return Measurement(
         len(rows) * batch / span_s, percentile(durations, 0.5), percentile(durations, 0.99)
+    )
+
+
+def add_dataplane_flag_option(parser: argparse.ArgumentParser) -> None:
+    """`--dataplane_flag`, repeatable: extra flags for the data plane under test, so one script
+    compares server settings (e.g. --grpc_dispatcher_spin_micros=0) without being edited."""
+    parser.add_argument(
+        "--dataplane_flag", action="append", default=[], help="extra data-plane flag (repeatable)"
     )
