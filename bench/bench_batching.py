@@ -7,6 +7,11 @@ in-process at batch size = concurrency (the batch the batcher can form), one cal
 in the same run. Targets at concurrency 32: batched >= 3x unbatched, batched >= 0.6 of raw at
 batch 32, batched p99 <= batch_timeout + 2 x the raw batch-32 call.
 
+The ceiling is the same load against bench/canned_server.py: our native transport answering
+every call with a canned response and doing nothing else. h2load and the server share the 2
+cores, so it is the most any server behind this transport can reach on this machine; its
+ratio to raw says how much of a target the machine leaves reachable at all.
+
     python bench/bench_batching.py [--seconds 4] [--timeout_micros 1000] [--threads 2]
 """
 
@@ -32,7 +37,7 @@ from bench.harness import Measurement, add_dataplane_flag_option, closed_loop, h
 from dataplane import tensors
 from dataplane.servable import SessionOptions, load_servable
 from examples import builders
-from tests.support.processes import DataPlaneProcess, start_dataplane
+from tests.support.processes import DataPlaneProcess, ServerProcess, free_port, start_dataplane
 
 CONCURRENCY = (1, 8, 32, 64)
 TARGET_CONCURRENCY = 32
@@ -59,6 +64,7 @@ class Row:
     model: str
     concurrency: int
     raw: Measurement
+    ceiling: Measurement
     unbatched: Measurement
     batched: Measurement
     timeout_ms: float
@@ -121,14 +127,41 @@ def serving(root: Path, *flags: str) -> Iterator[DataPlaneProcess]:
         server.stop()
 
 
-def measure_server(server: DataPlaneProcess, seconds: float) -> dict[tuple[str, int], Measurement]:
+def measure_server(target: str, seconds: float) -> dict[tuple[str, int], Measurement]:
     results = {}
     for model in MODELS:
         message = predict_message(model)
         for concurrency in CONCURRENCY:
             results[(model.name, concurrency)] = h2load(
-                server.grpc_target, PREDICT_METHOD, message, concurrency, 1, seconds
+                target, PREDICT_METHOD, message, concurrency, 1, seconds
             )
+    return results
+
+
+def measure_ceiling(root: Path, seconds: float) -> dict[tuple[str, int], Measurement]:
+    """h2load against the canned server, answering with a model's one-row response."""
+    results = {}
+    for model in MODELS:
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = model.name
+        tensors.fill_tensor_proto(  # both models answer y: float [1, 10] for one example
+            response.outputs["y"], np.zeros((1, 10), np.float32), as_tensor_content=True
+        )
+        canned = root / f"{model.name}.response"
+        canned.write_bytes(response.SerializeToString())
+        port = free_port()
+        script = Path(__file__).with_name("canned_server.py")
+        server = ServerProcess(
+            [sys.executable, str(script), str(port), str(canned)], [port], root / "canned.log"
+        ).start()
+        try:
+            for concurrency in CONCURRENCY:
+                results[(model.name, concurrency)] = h2load(
+                    f"127.0.0.1:{port}", PREDICT_METHOD, predict_message(model), concurrency, 1,
+                    seconds,
+                )  # fmt: skip
+        finally:
+            server.stop()
     return results
 
 
@@ -144,6 +177,8 @@ def report(rows: list[Row]) -> None:
     for row in rows:
         print(f"{row.model} c={row.concurrency}")
         print(f"    raw b={row.concurrency:<3}  {fmt(row.raw)}")
+        ceiling_ratio = row.ceiling.ratio_to(row.raw)
+        print(f"    ceiling      {fmt(row.ceiling)}  ratio to raw {ceiling_ratio:5.2f}")
         unbatched_ratio = row.unbatched.ratio_to(row.raw)
         print(f"    unbatched    {fmt(row.unbatched)}  ratio to raw {unbatched_ratio:5.2f}")
         print(
@@ -159,6 +194,8 @@ def report(rows: list[Row]) -> None:
             f"batched/raw {row.of_raw:4.2f} (>= 0.6: {verdict(row.of_raw >= 0.6)})",
             f"p99 {row.batched.p99_ms:.2f} ms <= {row.p99_bound_ms:.2f} ms: "
             f"{verdict(row.batched.p99_ms <= row.p99_bound_ms)}",
+            f"(ceiling/raw {row.ceiling.ratio_to(row.raw):4.2f}, "
+            f"batched/ceiling {row.batched.ratio_to(row.ceiling):4.2f})",
         )
         print(f"  {row.model:<4} " + "; ".join(checks))
 
@@ -181,15 +218,16 @@ def main() -> None:
             "max_enqueued_batches { value: 100 }\n"
         )
         raw = measure_raw(root, args.seconds)
+        ceiling = measure_ceiling(root, args.seconds)
         flags = args.dataplane_flag
         with serving(root, *flags) as server:
-            unbatched = measure_server(server, args.seconds)
+            unbatched = measure_server(server.grpc_target, args.seconds)
         batching = ("--enable_batching", f"--batching_parameters_file={params}")
         with serving(root, *batching, *flags) as server:
-            batched = measure_server(server, args.seconds)
+            batched = measure_server(server.grpc_target, args.seconds)
     rows = [
-        Row(m.name, c, raw[(m.name, c)], unbatched[(m.name, c)], batched[(m.name, c)],
-            args.timeout_micros / 1e3)
+        Row(m.name, c, raw[(m.name, c)], ceiling[(m.name, c)], unbatched[(m.name, c)],
+            batched[(m.name, c)], args.timeout_micros / 1e3)
         for m in MODELS
         for c in CONCURRENCY
     ]  # fmt: skip

@@ -249,13 +249,15 @@ def split_outputs(outputs: Outputs, sizes: Sequence[int], padded_rows: int) -> l
 
 
 class _Task:
-    """One request (or one split of a large one) waiting for its rows of a batch."""
+    """One request (or one split of a large one, or several coalesced ones) waiting for its
+    rows of a batch."""
 
-    __slots__ = ("enqueued", "feeds", "future", "rows")
+    __slots__ = ("enqueued", "feeds", "future", "requests", "rows")
 
-    def __init__(self, feeds: Feeds, rows: int) -> None:
+    def __init__(self, feeds: Feeds, rows: int, requests: int = 1) -> None:
         self.feeds = feeds
         self.rows = rows
+        self.requests = requests
         self.enqueued = time.monotonic()
         self.future: Future[Outputs] = Future()
 
@@ -459,7 +461,8 @@ class BatchScheduler:
             return
         now = time.monotonic()
         pool = self.config.thread_pool_name
-        self._metrics.record_queuing(pool, [now - task.enqueued for task in tasks])
+        waits = [now - task.enqueued for task in tasks for _ in range(task.requests)]
+        self._metrics.record_queuing(pool, waits)
         self._metrics.record_batch(queue.servable.name, pool, padded, padded - rows)
 
 
@@ -503,9 +506,13 @@ class BatchingRunner:
         signature: Signature,
         feeds: Feeds,
         output_keys: Sequence[str],
+        requests: int = 1,
     ) -> Future[Outputs]:
         """Queue the request (split if it exceeds one call); the future gets its own rows.
 
+        `requests` > 1: the feeds are that many requests of equal size, already merged (the
+        gRPC front end coalesces what arrives together); they are split only between
+        requests, so each one is batched exactly as it would have been alone.
         A full queue raises UNAVAILABLE here, at once; an input that cannot be batched runs
         alone, now, and comes back as a finished future.
         """
@@ -517,7 +524,8 @@ class BatchingRunner:
         outputs = tuple(output_keys)
         key = (id(servable), signature.key, outputs, layout)
         scheduler = self._scheduler(config)
-        tasks = [_Task(chunk, size) for chunk, size in self._chunks(feeds, rows, config)]
+        chunks = self._chunks(feeds, rows, config, requests)
+        tasks = [_Task(chunk, size, max(1, size * requests // rows)) for chunk, size in chunks]
         for task in tasks:
             scheduler.submit(key, servable, signature, outputs, task)
         if len(tasks) == 1:
@@ -525,14 +533,20 @@ class BatchingRunner:
         return _joined([task.future for task in tasks])
 
     @staticmethod
-    def _chunks(feeds: Feeds, rows: int, config: BatchingConfig) -> list[tuple[Feeds, int]]:
-        """The request itself, or its splits when it exceeds one model call."""
+    def _chunks(
+        feeds: Feeds, rows: int, config: BatchingConfig, requests: int
+    ) -> list[tuple[Feeds, int]]:
+        """The request itself, or its splits when it exceeds one model call; coalesced
+        requests are split between requests, as many whole ones per chunk as fit."""
         limit = config.execution_batch_size
         if rows <= limit:
             return [(feeds, rows)]
-        if not config.splits or rows > config.max_batch_size:
+        size = rows // requests if rows % requests == 0 else rows
+        if size <= limit:
+            limit = limit // size * size
+        elif not config.splits or size > config.max_batch_size:
             raise errors.invalid_argument(
-                f"Task size {rows} is larger than maximum input batch size "
+                f"Task size {size} is larger than maximum input batch size "
                 f"{config.max_batch_size if config.splits else limit}"
             )
         return [

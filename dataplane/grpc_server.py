@@ -12,11 +12,18 @@ offloaded model call) returns a Future; the answer is written from the thread th
 it, and a call the client cancels cancels that Future (so a batch drops the caller). Handlers
 that block (a config reload) run on a small pool; server-streaming handlers get a
 `ResponseStream` and write to it from their own thread.
+
+A route may also *coalesce*: the unary calls to it that one wake-up takes are offered to its
+coalescer together, which may answer several with one piece of work (a `Joint`: with
+batching, concurrent Predicts to one signature become one plan and one batcher task instead
+of one each, which is where the per-request Python cost went). A joint that fails is served
+again call by call, so coalescing never changes an answer, only what it costs.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -43,12 +50,25 @@ class Kind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Joint:
+    """Several requests answered by one piece of work: `members` index the requests handed
+    to the coalescer, and `answers` resolves to their responses in that order."""
+
+    members: Sequence[int]
+    answers: Future[Sequence[Message]]
+
+
+Coalescer = Callable[[Sequence[Message]], Sequence[Joint]]
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """How one method path is served."""
 
     request_type: type[Message]
     handler: Callable[..., Any]
     kind: Kind
+    coalesce: Coalescer | None = None  # only for UNARY routes
 
 
 Routes = Mapping[str, Route]
@@ -58,9 +78,11 @@ def service_routes(
     service: ServiceDescriptor,
     handlers: Mapping[str, Callable[..., Any]],
     blocking: Collection[str] = (),
+    coalescers: Mapping[str, Coalescer] | None = None,
 ) -> dict[str, Route]:
     """Routes for one service of an official proto: request types and streaming kinds come
     from its descriptor, so a handler can only be bound to a method that exists."""
+    coalescers = coalescers or {}
     routes: dict[str, Route] = {}
     for name, handler in handlers.items():
         method = service.methods_by_name.get(name)
@@ -70,8 +92,11 @@ def service_routes(
             kind = Kind.STREAM
         else:
             kind = Kind.BLOCKING if name in blocking else Kind.UNARY
+        coalesce = coalescers.get(name)
+        if coalesce is not None and kind is not Kind.UNARY:
+            raise ValueError(f"{service.full_name}.{name} is not unary; it cannot coalesce")
         request_type = message_factory.GetMessageClass(method.input_type)
-        routes[f"/{service.full_name}/{name}"] = Route(request_type, handler, kind)
+        routes[f"/{service.full_name}/{name}"] = Route(request_type, handler, kind, coalesce)
     return routes
 
 
@@ -140,29 +165,75 @@ class GrpcServer:
     def _dispatch_forever(self) -> None:
         assert self._frontend is not None
         while calls := self._frontend.next_calls():
+            together: dict[str, list[tuple[_grpc_frontend.Call, Message]]] = {}
             for call in calls:
-                self._dispatch(call)
+                decoded = self._decode(call)
+                if decoded is None:
+                    continue
+                route, request = decoded
+                if route.coalesce is not None:
+                    together.setdefault(call.method, []).append((call, request))
+                elif route.kind is Kind.BLOCKING:
+                    self._pool.submit(self._answer, call, route, request)
+                else:
+                    self._answer(call, route, request)
+            for method, received in together.items():
+                self._answer_together(self._routes[method], received)
 
-    def _dispatch(self, call: _grpc_frontend.Call) -> None:
+    def _decode(self, call: _grpc_frontend.Call) -> tuple[Route, Message] | None:
+        """The call's route and request, or None when it is already dealt with."""
         if call.cancelled:  # gone before we started, or a cancellation of one we hold
             waiting = self._waiting.pop(call.id, None)
             if waiting is not None:
                 waiting.cancel()
-            return
+            return None
         route = self._routes.get(call.method)
         if route is None:
             call.abort(Code.UNIMPLEMENTED, f"Method not found: {call.method}")
-            return
+            return None
         try:
-            request = route.request_type.FromString(call.request)
+            return route, route.request_type.FromString(call.request)
         except DecodeError:
             message = f"cannot parse the request as {route.request_type.DESCRIPTOR.full_name}"
             call.abort(Code.INVALID_ARGUMENT, message)
-            return
-        if route.kind is Kind.BLOCKING:
-            self._pool.submit(self._answer, call, route, request)
-        else:
+            return None
+
+    def _answer_together(
+        self, route: Route, received: Sequence[tuple[_grpc_frontend.Call, Message]]
+    ) -> None:
+        """Offer calls taken together to the route's coalescer; serve the rest one by one.
+
+        Calls in a joint are not registered for cancellation: a client that goes away is
+        answered CANCELLED by the transport, and its rows are computed with the others."""
+        assert route.coalesce is not None
+        joints: Sequence[Joint] = ()
+        if len(received) > 1:
+            try:
+                joints = route.coalesce([request for _, request in received])
+            except Exception:
+                log.exception("coalescing %d calls failed; serving them one by one", len(received))
+        alone = set(range(len(received)))
+        for joint in joints:
+            members = [received[i] for i in joint.members]
+            alone.difference_update(joint.members)
+            joint.answers.add_done_callback(functools.partial(self._reply_joint, route, members))
+        for index in sorted(alone):
+            call, request = received[index]
             self._answer(call, route, request)
+
+    def _reply_joint(
+        self,
+        route: Route,
+        members: Sequence[tuple[_grpc_frontend.Call, Message]],
+        done: Future[Sequence[Message]],
+    ) -> None:
+        responses = None if done.cancelled() or done.exception() else done.result()
+        if responses is None or len(responses) != len(members):
+            for call, request in members:  # each gets exactly its own answer or error
+                self._answer(call, route, request)
+            return
+        for (call, _), response in zip(members, responses, strict=True):
+            call.finish(response.SerializeToString())
 
     def _answer(self, call: _grpc_frontend.Call, route: Route, request: Message) -> None:
         try:

@@ -32,7 +32,7 @@ from tensorflow_serving.apis import (
 
 from dataplane import errors, tensors
 from dataplane.errors import Code, ServingError
-from dataplane.grpc_server import Routes, service_routes
+from dataplane.grpc_server import Joint, Routes, service_routes
 from dataplane.health import HealthService
 from dataplane.inference import (
     Classification,
@@ -69,6 +69,7 @@ def serving_routes(
                 "MultiInference": prediction.multi_inference,
                 "GetModelMetadata": prediction.get_model_metadata,
             },
+            coalescers={"Predict": prediction.coalesce_predicts} if prediction.coalesces else {},
         ),
         **service_routes(
             model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
@@ -183,11 +184,18 @@ def _multi_inference_response(
 
 
 class PredictionHandlers:
-    """tensorflow.serving.PredictionService's calls: decode, run the core's plan, encode."""
+    """tensorflow.serving.PredictionService's calls: decode, run the core's plan, encode.
 
-    def __init__(self, service: InferenceService, tensor_content: bool) -> None:
+    With `coalesce` (server-side batching on), Predicts that arrive together and differ only
+    in their tensor values are merged into one plan before they reach the batcher.
+    """
+
+    def __init__(
+        self, service: InferenceService, tensor_content: bool, coalesce: bool = False
+    ) -> None:
         self._service = service
         self._tensor_content = tensor_content
+        self.coalesces = coalesce
 
     def predict(self, request: predict_pb2.PredictRequest) -> Future[predict_pb2.PredictResponse]:
         plan = self._service.predict_plan(
@@ -199,13 +207,67 @@ class PredictionHandlers:
         return self._service.submit(plan, self._prediction_response)
 
     def _prediction_response(self, prediction: Prediction) -> predict_pb2.PredictResponse:
+        return self._response(prediction.resolved, prediction.outputs)
+
+    def _response(
+        self, resolved: Resolved, outputs: Mapping[str, np.ndarray]
+    ) -> predict_pb2.PredictResponse:
         response = predict_pb2.PredictResponse()
-        fill_model_spec(response.model_spec, prediction.resolved)
-        for alias, array in prediction.outputs.items():
+        fill_model_spec(response.model_spec, resolved)
+        for alias, array in outputs.items():
             tensors.fill_tensor_proto(
                 response.outputs[alias], array, as_tensor_content=self._tensor_content
             )
         return response
+
+    def coalesce_predicts(self, requests: Sequence[predict_pb2.PredictRequest]) -> list[Joint]:
+        """One plan per group of requests that differ only in their tensor values."""
+        groups: dict[tuple, list[int]] = {}
+        for index, request in enumerate(requests):
+            key = coalescing_key(request)
+            if key is not None:
+                groups.setdefault(key, []).append(index)
+        return [
+            Joint(members, self._predict_together([requests[i] for i in members], key[0]))
+            for key, members in groups.items()
+            if len(members) > 1
+        ]
+
+    def _predict_together(
+        self, requests: Sequence[predict_pb2.PredictRequest], rows: int
+    ) -> Future[list[predict_pb2.PredictResponse]]:
+        first = requests[0]
+        plan = self._service.predict_plan(
+            model_ref(first.model_spec),
+            first.model_spec.signature_name,
+            functools.partial(_concatenated_inputs, requests),
+            first.output_filter,
+            requests=len(requests),
+        )
+        return self._service.submit(
+            plan, functools.partial(self._split_responses, len(requests), rows)
+        )
+
+    def _split_responses(
+        self, count: int, rows: int, prediction: Prediction
+    ) -> list[predict_pb2.PredictResponse]:
+        """Each coalesced request's own rows of every output."""
+        for alias, array in prediction.outputs.items():
+            if array.ndim == 0 or array.shape[0] != count * rows:
+                raise errors.failed_precondition(
+                    f"output {alias} of shape {list(array.shape)} does not keep the batch "
+                    f"dimension of {count} merged requests"
+                )
+        return [
+            self._response(
+                prediction.resolved,
+                {
+                    alias: array[i * rows : (i + 1) * rows]
+                    for alias, array in prediction.outputs.items()
+                },
+            )
+            for i in range(count)
+        ]
 
     def classify(
         self, request: classification_pb2.ClassificationRequest
@@ -255,6 +317,37 @@ class PredictionHandlers:
             signature_map.signature_def[key].CopyFrom(signature_def)
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
         return response
+
+
+def coalescing_key(request: predict_pb2.PredictRequest) -> tuple | None:
+    """What requests answered by one plan must share (model spec, output filter, and per
+    input: dtype, shape and content size), led by the rows each request has; None for a
+    request that is served alone: values in typed fields, a rank-0 input, inputs whose
+    dimension 0 differ, or no model name (its error is its own)."""
+    if not request.model_spec.name:
+        return None
+    rows = -1
+    layout = []
+    for alias, proto in request.inputs.items():
+        content = proto.tensor_content
+        dims = tuple(d.size for d in proto.tensor_shape.dim)
+        if not content or not dims or dims[0] <= 0 or rows not in (-1, dims[0]):
+            return None
+        rows = dims[0]
+        layout.append((alias, proto.dtype, dims, len(content)))
+    if rows < 0:
+        return None
+    spec = request.model_spec.SerializeToString()
+    return rows, spec, tuple(request.output_filter), tuple(sorted(layout))
+
+
+def _concatenated_inputs(
+    requests: Sequence[predict_pb2.PredictRequest], _specs: Mapping
+) -> dict[str, np.ndarray]:
+    return {
+        alias: tensors.concatenated_ndarray([r.inputs[alias] for r in requests])
+        for alias in requests[0].inputs
+    }
 
 
 def _decode_inputs(inputs: Mapping, _specs: Mapping) -> dict[str, np.ndarray]:

@@ -140,6 +140,7 @@ class ModelCall:
     signature: Signature
     feeds: Mapping[str, np.ndarray]
     output_keys: Sequence[str]
+    requests: int = 1  # > 1: the feeds are that many equal-sized requests, merged
 
 
 Plan = Generator[ModelCall, Outputs, Result]
@@ -232,8 +233,11 @@ class InferenceService:
         )
 
     @contextmanager
-    def _leased(self, api: str, ref: ModelRef) -> Iterator[Servable]:
-        """Lease the version a request addresses; with metrics, count it and time it."""
+    def _leased(self, api: str, ref: ModelRef, requests: int = 1) -> Iterator[Servable]:
+        """Lease the version a request addresses; with metrics, count it and time it.
+
+        A plan for several coalesced requests counts each of them when it succeeds; when it
+        fails the front end serves them one by one, and those runs count them."""
         if self._metrics is None:
             with self.manager.lease(ref.name, ref.version, ref.label) as servable:
                 yield servable
@@ -256,7 +260,11 @@ class InferenceService:
             raise
         finally:
             elapsed = time.perf_counter() - start
-            self._metrics.record_request(ref.name, version, api, status, elapsed, self._entrypoint)
+            if requests == 1 or status is Code.OK:
+                for _ in range(requests):
+                    self._metrics.record_request(
+                        ref.name, version, api, status, elapsed, self._entrypoint
+                    )
 
     def run(self, plan: Plan[Result]) -> Result:
         """Drive a plan with blocking model calls, in the caller's thread (warmup)."""
@@ -309,7 +317,7 @@ class InferenceService:
     def _start(self, call: ModelCall) -> Future[Outputs]:
         args = (call.servable, call.signature, call.feeds, call.output_keys)
         if self._submit is not None:
-            return self._submit(*args)
+            return self._submit(*args, requests=call.requests)
         assert self._offload is not None, "only calls _runs_inline refused come here"
         return self._offload.submit(self._run, *args)
 
@@ -344,15 +352,19 @@ class InferenceService:
         signature_name: str,
         decode_inputs: InputDecoder,
         output_filter: Sequence[str] = (),
+        requests: int = 1,
     ) -> Plan[Prediction]:
-        """Run a signature; inputs are decoded against the resolved signature's specs."""
+        """Run a signature; inputs are decoded against the resolved signature's specs.
+
+        `requests` > 1: `decode_inputs` gives that many equal-sized requests to the same
+        model, signature and outputs, merged along dimension 0 (see `ModelCall.requests`)."""
         key = signature_name or DEFAULT_SIGNATURE
-        with self._leased("Predict", ref) as servable:
+        with self._leased("Predict", ref, requests) as servable:
             signature = servable.signature(key)
             if self._check_predict_method:
                 _require_method(signature, PREDICT_METHOD, "prediction")
             feeds = decode_inputs(signature.inputs)
-            outputs = yield ModelCall(servable, signature, feeds, output_filter)
+            outputs = yield ModelCall(servable, signature, feeds, output_filter, requests)
             return Prediction(Resolved(servable.name, servable.version, key), outputs)
 
     def classify_plan(

@@ -125,7 +125,9 @@ class DataPlane:
         slow model calls use the shared offload pool; reloads get their own."""
         tensor_content = self.options.enable_serialization_as_tensor_content
         routes = serving_routes(
-            PredictionHandlers(self.service.via("GRPC"), tensor_content),
+            PredictionHandlers(
+                self.service.via("GRPC"), tensor_content, coalesce=self.batching is not None
+            ),
             ModelHandlers(self.manager),
             InfoService(self.manager),
             self.health if self.options.enable_grpc_healthcheck_service else None,

@@ -338,6 +338,31 @@ def test_large_request_is_split_when_splitting_is_enabled(make_runner) -> None:
     assert caught.value.message == "Task size 9 is larger than maximum input batch size 8"
 
 
+def test_coalesced_requests_are_split_only_between_requests(make_runner) -> None:
+    signature = FakeSignature()
+    runner = make_runner(config(max_batch_size=5))
+    x = np.arange(24, dtype=np.float32).reshape(12, 2)  # 6 coalesced requests of 2 rows
+    future = runner.submit(FakeServable(), signature, {"x": x}, (), requests=6)
+    np.testing.assert_array_equal(future.result(5)["y"], expected(x))
+    assert sorted(signature.calls) == [(4, 2), (4, 2), (4, 2)]  # two whole requests per call
+
+
+def test_coalesced_requests_each_too_large_fail_as_one_would(make_runner) -> None:
+    runner = make_runner(config(max_batch_size=4))
+    with pytest.raises(ServingError) as caught:
+        runner.submit(FakeServable(), FakeSignature(), {"x": np.ones((10, 2), np.float32)}, (), 2)
+    assert caught.value.message == "Task size 5 is larger than maximum input batch size 4"
+
+
+def test_coalesced_requests_count_as_requests_in_the_queuing_histogram(make_runner) -> None:
+    metrics = ServingMetrics()
+    runner = make_runner(config(max_batch_size=8), metrics)
+    x = np.ones((3, 2), np.float32)
+    runner.submit(FakeServable("m"), FakeSignature(), {"x": x}, (), requests=3).result(5)
+    queuing = ":tensorflow:serving:batching_session:queuing_latency_count"
+    assert queuing + '{thread_pool_name="batch_threads"} 3.0' in metrics.exposition().decode()
+
+
 def test_a_model_error_reaches_every_request_of_the_batch(make_runner) -> None:
     signature = FakeSignature()
 

@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from dataplane import errors
-from dataplane.grpc_server import GrpcServer, Kind, ResponseStream, service_routes
+from dataplane.grpc_server import GrpcServer, Joint, Kind, ResponseStream, service_routes
 from dataplane.options import ServerOptions
 
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
@@ -211,6 +211,77 @@ def test_blocking_routes_run_on_the_pool() -> None:
         server.stop(0)
     assert handlers.threads[0].startswith("grpc")
     assert handlers.threads[0] != "grpc-dispatch"
+
+
+class Coalescing:
+    """Check with a coalescer. "block" holds the dispatcher until released, so the calls sent
+    meanwhile are taken in one step. Jointly, "co-*" calls are SERVING; the "fail-*" joint
+    fails, so each is served alone by the handler (SERVICE_UNKNOWN); the rest are served
+    alone (NOT_SERVING)."""
+
+    def __init__(self) -> None:
+        self.blocked = threading.Event()
+        self.release = threading.Event()
+        self.joints: list[list[str]] = []
+
+    def check(self, request: Request) -> Response:
+        if request.service == "block":
+            self.blocked.set()
+            self.release.wait(10)
+            return Response(status=Response.SERVING)
+        if request.service.startswith("fail"):
+            return Response(status=Response.SERVICE_UNKNOWN)
+        return Response(status=Response.NOT_SERVING)
+
+    def coalesce(self, requests: list[Request]) -> list[Joint]:
+        joints = []
+        for prefix in ("co", "fail"):
+            members = [i for i, r in enumerate(requests) if r.service.startswith(prefix)]
+            if len(members) < 2:
+                continue
+            self.joints.append(sorted(requests[i].service for i in members))
+            answers: Future = Future()
+            if prefix == "co":
+                answers.set_result([Response(status=Response.SERVING)] * len(members))
+            else:
+                answers.set_exception(errors.not_found("the joint failed"))
+            joints.append(Joint(members, answers))
+        return joints
+
+
+def test_calls_taken_together_are_offered_to_the_coalescer() -> None:
+    coalescing = Coalescing()
+    routes = service_routes(
+        HEALTH, {"Check": coalescing.check}, coalescers={"Check": coalescing.coalesce}
+    )
+    server, port = start_server(routes)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            check = unary(channel)
+            blocker = check.future(Request(service="block"), timeout=10)
+            assert coalescing.blocked.wait(5)
+            names = ["co-1", "fail-1", "co-2", "alone", "co-3", "fail-2"]
+            sent = {name: check.future(Request(service=name), timeout=10) for name in names}
+            time.sleep(0.5)  # all queued behind the blocked dispatcher
+            coalescing.release.set()
+            statuses = {name: future.result().status for name, future in sent.items()}
+            assert blocker.result().status == Response.SERVING
+    finally:
+        server.stop(0)
+    assert sorted(coalescing.joints) == [["co-1", "co-2", "co-3"], ["fail-1", "fail-2"]]
+    assert statuses == {
+        "co-1": Response.SERVING,
+        "co-2": Response.SERVING,
+        "co-3": Response.SERVING,
+        "fail-1": Response.SERVICE_UNKNOWN,  # served again, alone
+        "fail-2": Response.SERVICE_UNKNOWN,
+        "alone": Response.NOT_SERVING,
+    }
+
+
+def test_only_unary_routes_coalesce(handlers) -> None:
+    with pytest.raises(ValueError, match=r"Health\.Watch is not unary; it cannot coalesce"):
+        service_routes(HEALTH, {"Watch": handlers.watch}, coalescers={"Watch": lambda rs: []})
 
 
 def test_channel_arguments_apply(handlers) -> None:

@@ -25,7 +25,12 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from dataplane import tensors
+from dataplane.batching import BatchingConfig, BatchingRunner
+from dataplane.grpc_service import PredictionHandlers
+from dataplane.inference import InferenceService
 from examples.builders import keras_expected
+from tests.dataplane.fakes import OneModel
 from tests.support.processes import DataPlaneProcess, start_dataplane
 
 CONFIG = """
@@ -418,3 +423,79 @@ def test_enable_serialization_as_tensor_content(tensor_content_server):
         output = stub.Predict(predict_request(), timeout=10).outputs["y"]
     assert not output.float_val
     assert np.frombuffer(output.tensor_content, np.float32).tolist() == [2.5, 3.0, 4.5]
+
+
+# ------------------------------------------------- coalescing (in-process, batching on)
+
+
+class RecordedRequests:
+    """The core's RequestMetrics, kept as a list of (model, version, api, status)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple] = []
+
+    def record_request(self, model, version, api, status, seconds, entrypoint="") -> None:
+        self.requests.append((model, version, api, status.name))
+
+
+def content_request(model: str, rows: list[list[float]], **spec) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    for field, value in spec.items():
+        setattr(request.model_spec, field, value)
+    array = np.array(rows, np.float32)
+    request.inputs["x"].CopyFrom(tf_tensor(array))
+    return request
+
+
+def tf_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
+    proto = tensor_pb2.TensorProto()
+    tensors.fill_tensor_proto(proto, array, as_tensor_content=True)
+    return proto
+
+
+@pytest.fixture
+def coalescing_handlers(half_plus_two) -> Iterator[tuple[PredictionHandlers, RecordedRequests]]:
+    recorded = RecordedRequests()
+    runner = BatchingRunner(BatchingConfig(max_batch_size=8, num_batch_threads=1))
+    service = InferenceService(OneModel(half_plus_two), runner=runner, metrics=recorded)  # type: ignore[arg-type]
+    yield PredictionHandlers(service, tensor_content=False, coalesce=True), recorded
+    runner.close()
+
+
+def test_predicts_differing_only_in_values_are_answered_by_one_plan(coalescing_handlers) -> None:
+    handlers, recorded = coalescing_handlers
+    requests = [
+        content_request("h", [[1.0], [2.0]]),
+        content_request("h", [[3.0]]),  # another shape: served alone
+        content_request("h", [[5.0], [6.0]]),
+        content_request("h", [[7.0], [8.0]], signature_name="serving_default"),  # another spec
+        content_request("h", [[9.0], [10.0]]),
+    ]
+    typed = predict_pb2.PredictRequest()
+    typed.model_spec.name = "h"
+    typed.inputs["x"].CopyFrom(float_tensor([1.0, 2.0], [2, 1]))  # typed values: alone
+    joints = handlers.coalesce_predicts([*requests, typed])
+    assert [list(joint.members) for joint in joints] == [[0, 2, 4]]
+    responses = joints[0].answers.result(5)
+    got = [list(r.outputs["y"].float_val) for r in responses]
+    assert got == [[2.5, 3.0], [4.5, 5.0], [6.5, 7.0]]  # y = x / 2 + 2, each its own rows
+    assert [list(d.size for d in r.outputs["y"].tensor_shape.dim) for r in responses] == [
+        [2, 1]
+    ] * 3
+    spec = responses[0].model_spec
+    assert (spec.name, spec.version.value, spec.signature_name) == ("h", 123, "serving_default")
+    assert recorded.requests == [("h", 123, "Predict", "OK")] * 3
+
+
+def test_a_joint_whose_values_do_not_decode_fails_without_counting(coalescing_handlers) -> None:
+    handlers, recorded = coalescing_handlers
+    good = content_request("h", [[1.0], [2.0]])
+    bad = content_request("h", [[1.0], [2.0]])
+    bad.inputs["x"].dtype = types_pb2.DT_HALF  # same layout, values the signature refuses
+    other = content_request("h", [[3.0], [4.0]])
+    other.inputs["x"].dtype = types_pb2.DT_HALF
+    joints = handlers.coalesce_predicts([good, bad, other])
+    assert [list(joint.members) for joint in joints] == [[1, 2]]
+    assert joints[0].answers.exception(5) is not None  # the front end serves each alone
+    assert recorded.requests == []

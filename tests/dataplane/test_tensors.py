@@ -123,6 +123,42 @@ def test_tensor_content_is_zero_copy_view() -> None:
     np.testing.assert_array_equal(decoded, array)
 
 
+def content_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    proto = tensor_pb2.TensorProto()
+    tensors.fill_tensor_proto(proto, array, as_tensor_content=True)
+    return proto
+
+
+def test_tensors_of_several_requests_concatenate_along_dimension_0() -> None:
+    parts = [np.arange(6, dtype=np.int32).reshape(2, 3) + 10 * i for i in range(3)]
+    merged = tensors.concatenated_ndarray([content_proto(p) for p in parts])
+    np.testing.assert_array_equal(merged, np.concatenate(parts))
+    assert merged.dtype == np.int32
+
+
+@pytest.mark.parametrize(
+    ("protos", "message"),
+    [
+        (
+            [
+                content_proto(np.ones((2, 2), np.float32)),
+                content_proto(np.ones((1, 2), np.float32)),
+            ],
+            "tensor_content of 2 tensors holds 24 bytes but shape [4,2] of float needs 32",
+        ),
+        (
+            [tf.make_tensor_proto(np.float32(1))] * 2,
+            "only tensor_content tensors of rank >= 1 concatenate",
+        ),
+    ],
+)
+def test_tensors_that_do_not_concatenate_are_invalid(protos, message: str) -> None:
+    with pytest.raises(ServingError) as caught:
+        tensors.concatenated_ndarray(protos)
+    assert caught.value.code is Code.INVALID_ARGUMENT
+    assert caught.value.message == message
+
+
 @pytest.mark.parametrize(
     ("proto", "message"),
     [
