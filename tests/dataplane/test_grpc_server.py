@@ -249,18 +249,15 @@ class Coalescing:
         return joints
 
 
-def test_calls_taken_together_are_offered_to_the_coalescer() -> None:
-    coalescing = Coalescing()
-    routes = service_routes(
-        HEALTH, {"Check": coalescing.check}, coalescers={"Check": coalescing.coalesce}
-    )
+def taken_together(coalescing: Coalescing, coalesce, names: list[str]) -> dict[str, int]:
+    """Send `names` while "block" holds the dispatcher, so one wake-up takes them all."""
+    routes = service_routes(HEALTH, {"Check": coalescing.check}, coalescers={"Check": coalesce})
     server, port = start_server(routes)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             check = unary(channel)
             blocker = check.future(Request(service="block"), timeout=10)
             assert coalescing.blocked.wait(5)
-            names = ["co-1", "fail-1", "co-2", "alone", "co-3", "fail-2"]
             sent = {name: check.future(Request(service=name), timeout=10) for name in names}
             time.sleep(0.5)  # all queued behind the blocked dispatcher
             coalescing.release.set()
@@ -268,6 +265,13 @@ def test_calls_taken_together_are_offered_to_the_coalescer() -> None:
             assert blocker.result().status == Response.SERVING
     finally:
         server.stop(0)
+    return statuses
+
+
+def test_calls_taken_together_are_offered_to_the_coalescer() -> None:
+    coalescing = Coalescing()
+    names = ["co-1", "fail-1", "co-2", "alone", "co-3", "fail-2"]
+    statuses = taken_together(coalescing, coalescing.coalesce, names)
     assert sorted(coalescing.joints) == [["co-1", "co-2", "co-3"], ["fail-1", "fail-2"]]
     assert statuses == {
         "co-1": Response.SERVING,
@@ -277,6 +281,14 @@ def test_calls_taken_together_are_offered_to_the_coalescer() -> None:
         "fail-2": Response.SERVICE_UNKNOWN,
         "alone": Response.NOT_SERVING,
     }
+
+
+def test_a_coalescer_that_raises_leaves_every_call_to_be_served_alone() -> None:
+    def broken(requests: list[Request]) -> list[Joint]:
+        raise RuntimeError("a bug in the coalescer")
+
+    statuses = taken_together(Coalescing(), broken, ["co-1", "co-2", "co-3"])
+    assert statuses == dict.fromkeys(["co-1", "co-2", "co-3"], Response.NOT_SERVING)
 
 
 def test_only_unary_routes_coalesce(handlers) -> None:

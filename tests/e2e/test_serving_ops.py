@@ -285,6 +285,9 @@ def test_concurrent_grpc_and_rest_clients_are_batched_and_get_their_own_rows(
     padding = value(got, ":modelplane:batching:padding_size_sum", **pool_labels)
     assert padded - padding == total_rows
     assert padded % 16 == 0  # every batch padded to an allowed size
+    # gRPC calls taken together may be coalesced into one plan; each still counts as a request
+    ok = value(got, ":tensorflow:serving:request_count", model_name="half_plus_two", status="OK")
+    assert ok == clients
 
 
 def test_invalid_batching_parameters_stop_the_start(
