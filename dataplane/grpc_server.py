@@ -52,10 +52,10 @@ class Kind(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Joint:
     """Several requests answered by one piece of work: `members` index the requests handed
-    to the coalescer, and `answers` resolves to their responses in that order."""
+    to the coalescer, and `answers` resolves to their serialized responses in that order."""
 
     members: Sequence[int]
-    answers: Future[Sequence[Message]]
+    answers: Future[Sequence[bytes]]
 
 
 Coalescer = Callable[[Sequence[Message]], Sequence[Joint]]
@@ -225,7 +225,7 @@ class GrpcServer:
         self,
         route: Route,
         members: Sequence[tuple[_grpc_frontend.Call, Message]],
-        done: Future[Sequence[Message]],
+        done: Future[Sequence[bytes]],
     ) -> None:
         responses = None if done.cancelled() or done.exception() else done.result()
         if responses is None or len(responses) != len(members):
@@ -233,7 +233,7 @@ class GrpcServer:
                 self._answer(call, route, request)
             return
         for (call, _), response in zip(members, responses, strict=True):
-            call.finish(response.SerializeToString())
+            call.finish(response)
 
     def _answer(self, call: _grpc_frontend.Call, route: Route, request: Message) -> None:
         try:

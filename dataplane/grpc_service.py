@@ -227,15 +227,17 @@ class PredictionHandlers:
             key = coalescing_key(request)
             if key is not None:
                 groups.setdefault(key, []).append(index)
-        return [
-            Joint(members, self._predict_together([requests[i] for i in members], key[0]))
-            for key, members in groups.items()
-            if len(members) > 1
-        ]
+        joints = []
+        for members in groups.values():
+            rows = batch_rows(requests[members[0]]) if len(members) > 1 else None
+            if rows is not None:
+                together = [requests[i] for i in members]
+                joints.append(Joint(members, self._predict_together(together, rows)))
+        return joints
 
     def _predict_together(
         self, requests: Sequence[predict_pb2.PredictRequest], rows: int
-    ) -> Future[list[predict_pb2.PredictResponse]]:
+    ) -> Future[list[bytes]]:
         first = requests[0]
         plan = self._service.predict_plan(
             model_ref(first.model_spec),
@@ -248,26 +250,28 @@ class PredictionHandlers:
             plan, functools.partial(self._split_responses, len(requests), rows)
         )
 
-    def _split_responses(
-        self, count: int, rows: int, prediction: Prediction
-    ) -> list[predict_pb2.PredictResponse]:
-        """Each coalesced request's own rows of every output."""
-        for alias, array in prediction.outputs.items():
+    def _split_responses(self, count: int, rows: int, prediction: Prediction) -> list[bytes]:
+        """Each coalesced request's own rows of every output, serialized. One response is
+        built and then only its values are replaced per request: the model spec, names,
+        dtypes and shapes are the same for all."""
+        outputs = prediction.outputs
+        for alias, array in outputs.items():
             if array.ndim == 0 or array.shape[0] != count * rows:
                 raise errors.failed_precondition(
                     f"output {alias} of shape {list(array.shape)} does not keep the batch "
                     f"dimension of {count} merged requests"
                 )
-        return [
-            self._response(
-                prediction.resolved,
-                {
-                    alias: array[i * rows : (i + 1) * rows]
-                    for alias, array in prediction.outputs.items()
-                },
-            )
-            for i in range(count)
-        ]
+        response = self._response(prediction.resolved, {a: v[:rows] for a, v in outputs.items()})
+        serialized = [response.SerializeToString()]
+        for start in range(rows, count * rows, rows):
+            for alias, array in outputs.items():
+                tensors.replace_values(
+                    response.outputs[alias],
+                    array[start : start + rows],
+                    as_tensor_content=self._tensor_content,
+                )
+            serialized.append(response.SerializeToString())
+        return serialized
 
     def classify(
         self, request: classification_pb2.ClassificationRequest
@@ -320,25 +324,32 @@ class PredictionHandlers:
 
 
 def coalescing_key(request: predict_pb2.PredictRequest) -> tuple | None:
-    """What requests answered by one plan must share (model spec, output filter, and per
-    input: dtype, shape and content size), led by the rows each request has; None for a
-    request that is served alone: values in typed fields, a rank-0 input, inputs whose
-    dimension 0 differ, or no model name (its error is its own)."""
-    if not request.model_spec.name:
-        return None
-    rows = -1
+    """What requests answered by one plan must share: model spec, output filter, and per
+    input its dtype, shape and content size. None for a request whose values are not all in
+    `tensor_content` (typed fields) or that names no model (its error is its own)."""
+    inputs = request.inputs
     layout = []
-    for alias, proto in request.inputs.items():
+    for alias in inputs:
+        proto = inputs[alias]
         content = proto.tensor_content
-        dims = tuple(d.size for d in proto.tensor_shape.dim)
-        if not content or not dims or dims[0] <= 0 or rows not in (-1, dims[0]):
+        if not content:
             return None
-        rows = dims[0]
-        layout.append((alias, proto.dtype, dims, len(content)))
-    if rows < 0:
+        layout.append((alias, proto.dtype, proto.tensor_shape.SerializeToString(), len(content)))
+    if not layout or not request.model_spec.name:
         return None
-    spec = request.model_spec.SerializeToString()
-    return rows, spec, tuple(request.output_filter), tuple(sorted(layout))
+    layout.sort()
+    return request.model_spec.SerializeToString(), tuple(request.output_filter), tuple(layout)
+
+
+def batch_rows(request: predict_pb2.PredictRequest) -> int | None:
+    """The dimension 0 all inputs share, or None when there is none to merge along (a rank-0
+    input, an empty one, inputs that differ): such requests are served alone."""
+    sizes = set()
+    for proto in request.inputs.values():
+        dims = proto.tensor_shape.dim
+        sizes.add(dims[0].size if dims else 0)
+    rows = sizes.pop()
+    return rows if rows > 0 and not sizes else None
 
 
 def _concatenated_inputs(

@@ -124,6 +124,7 @@ class RequestMetrics(Protocol):
         status: Code,
         seconds: float,
         entrypoint: str = "",
+        requests: int = 1,
     ) -> None: ...
 
 
@@ -261,10 +262,9 @@ class InferenceService:
         finally:
             elapsed = time.perf_counter() - start
             if requests == 1 or status is Code.OK:
-                for _ in range(requests):
-                    self._metrics.record_request(
-                        ref.name, version, api, status, elapsed, self._entrypoint
-                    )
+                self._metrics.record_request(
+                    ref.name, version, api, status, elapsed, self._entrypoint, requests
+                )
 
     def run(self, plan: Plan[Result]) -> Result:
         """Drive a plan with blocking model calls, in the caller's thread (warmup)."""

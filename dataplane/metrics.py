@@ -162,16 +162,19 @@ class ServingMetrics:
         status: Code,
         seconds: float,
         entrypoint: str = "",
+        requests: int = 1,
     ) -> None:
-        """One finished inference request; `version` is None when none was resolved;
-        `entrypoint` is the protocol it came by ("GRPC", "REST"; "" from inside)."""
+        """Finished inference requests (`requests` > 1: coalesced ones, answered together in
+        `seconds`); `version` is None when none was resolved; `entrypoint` is the protocol
+        they came by ("GRPC", "REST"; "" from inside)."""
         key = (model, "" if version is None else str(version), api, status.name)
         children = self._request_histograms.get((*key, entrypoint))
         latency_us, latency_s = children or self._request_children(key, entrypoint)
-        self.request_count.inc(model, status.name)
-        self.version_request_count.inc(*key)
-        latency_us.observe(seconds * 1e6)
-        latency_s.observe(seconds)
+        self.request_count.inc(model, status.name, amount=requests)
+        self.version_request_count.inc(*key, amount=requests)
+        for _ in range(requests):
+            latency_us.observe(seconds * 1e6)
+            latency_s.observe(seconds)
 
     def _request_children(
         self, key: tuple[str, str, str, str], entrypoint: str

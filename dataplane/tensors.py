@@ -182,6 +182,22 @@ def fill_tensor_proto(
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add(size=size)
+    _fill_values(proto, array, enum, as_tensor_content)
+
+
+def replace_values(
+    proto: tensor_pb2.TensorProto, array: np.ndarray, *, as_tensor_content: bool
+) -> None:
+    """Put `array`'s values into a tensor `fill_tensor_proto` filled from an array of the same
+    dtype and shape: the coalesced path reuses one response message for every request."""
+    proto.ClearField("tensor_content")
+    proto.ClearField(_TYPED_FIELDS[proto.dtype][0])
+    _fill_values(proto, array, proto.dtype, as_tensor_content)
+
+
+def _fill_values(
+    proto: tensor_pb2.TensorProto, array: np.ndarray, enum: int, as_tensor_content: bool
+) -> None:
     if enum == types_pb2.DT_STRING:
         proto.string_val.extend([_as_bytes(v) for v in array.ravel().tolist()])
         return

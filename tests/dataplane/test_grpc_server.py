@@ -242,7 +242,8 @@ class Coalescing:
             self.joints.append(sorted(requests[i].service for i in members))
             answers: Future = Future()
             if prefix == "co":
-                answers.set_result([Response(status=Response.SERVING)] * len(members))
+                serving = Response(status=Response.SERVING).SerializeToString()
+                answers.set_result([serving] * len(members))
             else:
                 answers.set_exception(errors.not_found("the joint failed"))
             joints.append(Joint(members, answers))

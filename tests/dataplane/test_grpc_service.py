@@ -434,8 +434,10 @@ class RecordedRequests:
     def __init__(self) -> None:
         self.requests: list[tuple] = []
 
-    def record_request(self, model, version, api, status, seconds, entrypoint="") -> None:
-        self.requests.append((model, version, api, status.name))
+    def record_request(
+        self, model, version, api, status, seconds, entrypoint="", requests=1
+    ) -> None:
+        self.requests.extend([(model, version, api, status.name)] * requests)
 
 
 def content_request(model: str, rows: list[list[float]], **spec) -> predict_pb2.PredictRequest:
@@ -475,9 +477,13 @@ def test_predicts_differing_only_in_values_are_answered_by_one_plan(coalescing_h
     typed = predict_pb2.PredictRequest()
     typed.model_spec.name = "h"
     typed.inputs["x"].CopyFrom(float_tensor([1.0, 2.0], [2, 1]))  # typed values: alone
-    joints = handlers.coalesce_predicts([*requests, typed])
+    scalars = [predict_pb2.PredictRequest() for _ in range(2)]  # nothing to merge along
+    for scalar in scalars:
+        scalar.model_spec.name = "h"
+        scalar.inputs["x"].CopyFrom(tf_tensor(np.array(1.0, np.float32)))
+    joints = handlers.coalesce_predicts([*requests, typed, *scalars])
     assert [list(joint.members) for joint in joints] == [[0, 2, 4]]
-    responses = joints[0].answers.result(5)
+    responses = [predict_pb2.PredictResponse.FromString(b) for b in joints[0].answers.result(5)]
     got = [list(r.outputs["y"].float_val) for r in responses]
     assert got == [[2.5, 3.0], [4.5, 5.0], [6.5, 7.0]]  # y = x / 2 + 2, each its own rows
     assert [list(d.size for d in r.outputs["y"].tensor_shape.dim) for r in responses] == [

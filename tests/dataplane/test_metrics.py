@@ -112,6 +112,18 @@ def test_request_latency_is_in_microseconds() -> None:
     assert value(got, ":modelplane:request_latency_seconds_sum", **rich) == pytest.approx(0.25)
 
 
+def test_coalesced_requests_count_one_each_with_their_shared_latency() -> None:
+    metrics = ServingMetrics()
+    metrics.record_request("m", 1, "Predict", Code.OK, 0.002, "GRPC", requests=3)
+    got = samples(metrics)
+    assert value(got, ":tensorflow:serving:request_count", model_name="m", status="OK") == 3
+    latency = {"model_name": "m", "API": "Predict", "entrypoint": "GRPC"}
+    assert value(got, ":tensorflow:serving:request_latency_count", **latency) == 3
+    assert value(got, ":tensorflow:serving:request_latency_sum", **latency) == pytest.approx(6000)
+    rich = {"model_name": "m", "model_version": "1", "API": "Predict", "status": "OK"}
+    assert value(got, ":modelplane:request_count", **rich) == 3
+
+
 def test_counters_keep_tf_serving_names_without_total_suffix() -> None:
     metrics = ServingMetrics()
     metrics.record_request("m", 1, "Predict", Code.OK, 0.001)

@@ -136,6 +136,26 @@ def test_tensors_of_several_requests_concatenate_along_dimension_0() -> None:
     assert merged.dtype == np.int32
 
 
+@pytest.mark.parametrize("as_tensor_content", [False, True])
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (np.array([[1.5, 2.5]], np.float32), np.array([[3.5, 4.5]], np.float32)),
+        (np.array([[1, 2]], np.int64), np.array([[300, -4]], np.int64)),
+        (np.array([b"a", b"bc"], object), np.array([b"def", b""], object)),
+    ],
+)
+def test_replacing_values_gives_the_tensor_filled_from_the_new_array(
+    first: np.ndarray, second: np.ndarray, as_tensor_content: bool
+) -> None:
+    reused = tensor_pb2.TensorProto()
+    tensors.fill_tensor_proto(reused, first, as_tensor_content=as_tensor_content)
+    tensors.replace_values(reused, second, as_tensor_content=as_tensor_content)
+    fresh = tensor_pb2.TensorProto()
+    tensors.fill_tensor_proto(fresh, second, as_tensor_content=as_tensor_content)
+    assert reused == fresh
+
+
 @pytest.mark.parametrize(
     ("protos", "message"),
     [
