@@ -304,9 +304,9 @@ def _joined(parts: Sequence[Future[Outputs]]) -> Future[Outputs]:
 class _Batch:
     __slots__ = ("rows", "tasks")
 
-    def __init__(self) -> None:
-        self.tasks: list[_Task] = []
-        self.rows = 0
+    def __init__(self, *tasks: _Task) -> None:
+        self.tasks: list[_Task] = list(tasks)
+        self.rows = sum(task.rows for task in tasks)
 
 
 class _Queue:
@@ -358,6 +358,7 @@ class BatchScheduler:
         self._queues: dict[tuple, _Queue] = {}
         self._cond = threading.Condition()
         self._closed = False
+        self._running = 0  # batches being run, by batch threads or by callers (run_here)
         self._threads = [
             threading.Thread(target=self._work, name=f"{config.thread_pool_name}-{i}", daemon=True)
             for i in range(config.num_batch_threads)
@@ -383,6 +384,46 @@ class BatchScheduler:
             if queue.add(task, self.config):
                 self._cond.notify()
 
+    def run_here(
+        self,
+        key: tuple,
+        servable: Servable,
+        signature: Signature,
+        output_keys: tuple[str, ...],
+        task: _Task,
+    ) -> bool:
+        """Run a task that needs to wait for nothing as a batch of its own, in the caller's
+        thread, if a batch thread's turn is free; False (nothing done) otherwise.
+
+        A task needs to wait for nothing when the batch would close at once anyway: with
+        `batch_timeout_micros` 0 (a batch runs as soon as a thread is free, with what is
+        queued) or when it fills a batch alone, and with nothing queued ahead of it for the
+        same key. The caller counts as one of `num_batch_threads` while it runs, so as many
+        batches run at once as without it. What it saves is a thread hop and the GIL
+        hand-offs around it, which on 2 cores cost more than the model call (measured in
+        docs/performance.md); a front end's dispatcher blocked meanwhile gathers the next
+        calls, which then arrive together."""
+        config = self.config
+        with self._cond:
+            if (
+                self._closed
+                or key in self._queues
+                or self._running >= config.num_batch_threads
+                or (config.batch_timeout_micros and task.rows < config.execution_batch_size)
+            ):
+                return False
+            self._running += 1
+        try:
+            self._run(_Queue(servable, signature, output_keys), _Batch(task))
+        finally:
+            self._release_turn()
+        return True
+
+    def _release_turn(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify()
+
     def close(self) -> None:
         """Run what is queued, then stop the threads."""
         with self._cond:
@@ -400,10 +441,17 @@ class BatchScheduler:
                         return
                     self._cond.wait(self._wait_seconds())
                     taken = self._take_ready()
-            self._run(*taken)
+                self._running += 1
+            try:
+                self._run(*taken)
+            finally:
+                self._release_turn()
 
     def _take_ready(self) -> tuple[_Queue, _Batch] | None:
-        """The ready head batch of the queue waiting longest (fair across models)."""
+        """The ready head batch of the queue waiting longest (fair across models), if a
+        batch's turn is free (a caller may hold one: `run_here`)."""
+        if self._running >= self.config.num_batch_threads:
+            return None
         now = time.monotonic()
         best: tuple[float, tuple] | None = None
         for key, queue in self._queues.items():
@@ -421,8 +469,8 @@ class BatchScheduler:
         return queue, batch
 
     def _wait_seconds(self) -> float | None:
-        if not self._queues:
-            return None
+        if not self._queues or self._running >= self.config.num_batch_threads:
+            return None  # until notified: a task arrives or a turn is released
         soonest = min(q.ready_at(self.config) for q in self._queues.values())
         return max(soonest - time.monotonic(), 0.0)
 
@@ -507,12 +555,15 @@ class BatchingRunner:
         feeds: Feeds,
         output_keys: Sequence[str],
         requests: int = 1,
+        run_here: bool = False,
     ) -> Future[Outputs]:
         """Queue the request (split if it exceeds one call); the future gets its own rows.
 
         `requests` > 1: the feeds are that many requests of equal size, already merged (the
         gRPC front end coalesces what arrives together); they are split only between
         requests, so each one is batched exactly as it would have been alone.
+        `run_here`: the caller may run the batch itself when it need not wait for more
+        rows (`BatchScheduler.run_here` says when and why); it comes back finished.
         A full queue raises UNAVAILABLE here, at once; an input that cannot be batched runs
         alone, now, and comes back as a finished future.
         """
@@ -526,6 +577,9 @@ class BatchingRunner:
         scheduler = self._scheduler(config)
         chunks = self._chunks(feeds, rows, config, requests)
         tasks = [_Task(chunk, size, max(1, size * requests // rows)) for chunk, size in chunks]
+        alone = len(tasks) == 1
+        if run_here and alone and scheduler.run_here(key, servable, signature, outputs, tasks[0]):
+            return tasks[0].future
         for task in tasks:
             scheduler.submit(key, servable, signature, outputs, task)
         if len(tasks) == 1:

@@ -317,7 +317,9 @@ class InferenceService:
     def _start(self, call: ModelCall) -> Future[Outputs]:
         args = (call.servable, call.signature, call.feeds, call.output_keys)
         if self._submit is not None:
-            return self._submit(*args, requests=call.requests)
+            # A fast batch that need not wait may run in this thread (the batcher decides).
+            run_here = call.signature.typical_seconds < INLINE_CALL_SECONDS
+            return self._submit(*args, requests=call.requests, run_here=run_here)
         assert self._offload is not None, "only calls _runs_inline refused come here"
         return self._offload.submit(self._run, *args)
 

@@ -47,6 +47,7 @@ class FakeSignature:
         self.inputs = {"x": TensorSpec("x", "x:0", dtype, shape)}
         self.outputs = {"y": TensorSpec("y", "y:0", dtype, shape)}
         self.calls: list[tuple[int, ...]] = []
+        self.threads: list[str] = []
         self.gate: threading.Event | None = None
         self.started = threading.Event()
         self.delay = 0.0
@@ -54,6 +55,7 @@ class FakeSignature:
     def run(self, feeds: Mapping[str, np.ndarray], output_keys: Sequence[str] = ()) -> dict:
         x = feeds["x"]
         self.calls.append(x.shape)
+        self.threads.append(threading.current_thread().name)
         self.started.set()
         if self.gate is not None:
             self.gate.wait(10)
@@ -292,6 +294,52 @@ def test_full_queue_answers_unavailable_at_once(make_runner) -> None:
         signature.gate.set()
         np.testing.assert_array_equal(running.result(5)["y"], expected(one))
         np.testing.assert_array_equal(queued.result(5)["y"], expected(one * 2))
+
+
+def test_a_batch_that_need_not_wait_runs_in_the_callers_thread(make_runner) -> None:
+    signature = FakeSignature()
+    runner = make_runner(config(batch_timeout_micros=0))
+    x = np.ones((3, 2), np.float32)
+    future = runner.submit(FakeServable(), signature, {"x": x}, (), requests=3, run_here=True)
+    assert future.done()
+    np.testing.assert_array_equal(future.result()["y"], expected(x))
+    assert signature.threads == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "rows", "here"),
+    [(0, 1, True), (200_000, 1, False), (200_000, 4, True)],  # 4 rows fill a batch of 4
+)
+def test_with_a_timeout_only_a_full_batch_runs_in_the_callers_thread(
+    make_runner, timeout: int, rows: int, here: bool
+) -> None:
+    signature = FakeSignature()
+    runner = make_runner(config(batch_timeout_micros=timeout, max_batch_size=4))
+    x = np.ones((rows, 2), np.float32)
+    result = runner.submit(FakeServable(), signature, {"x": x}, (), run_here=True).result(5)
+    np.testing.assert_array_equal(result["y"], expected(x))
+    assert (signature.threads == [threading.current_thread().name]) is here
+
+
+def test_a_caller_running_a_batch_takes_a_batch_threads_turn(make_runner) -> None:
+    """With one batch thread, a batch run by a caller and a queued one never run at once."""
+    signature = FakeSignature()
+    signature.gate = threading.Event()
+    runner = make_runner(config(batch_timeout_micros=0, num_batch_threads=1))
+    servable, one = FakeServable(), np.ones((1, 2), np.float32)
+    with ThreadPoolExecutor(1, thread_name_prefix="caller") as pool:
+        here = pool.submit(
+            lambda: runner.submit(servable, signature, {"x": one}, (), run_here=True)
+        )
+        assert signature.started.wait(5)  # the caller is running it, holding the only turn
+        queued = runner.submit(servable, signature, {"x": one * 2}, (), run_here=True)
+        time.sleep(0.2)
+        assert not queued.done() and len(signature.calls) == 1
+        signature.gate.set()
+        np.testing.assert_array_equal(here.result(5).result(5)["y"], expected(one))
+        np.testing.assert_array_equal(queued.result(5)["y"], expected(one * 2))
+    assert signature.threads[0].startswith("caller")
+    assert signature.threads[1].startswith("batch_threads")
 
 
 def test_a_cancelled_request_is_dropped_and_the_batch_thread_lives_on(make_runner) -> None:

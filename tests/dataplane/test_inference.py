@@ -33,7 +33,7 @@ class HeldRunner:
     def __call__(self, servable, signature, feeds, output_keys):
         raise AssertionError("a submitting runner is never called directly by submit()")
 
-    def submit(self, servable, signature, feeds, output_keys, requests=1) -> Future:
+    def submit(self, servable, signature, feeds, output_keys, requests=1, run_here=False) -> Future:
         step: Future = Future()
         self.steps.append(step)
         return step
