@@ -422,7 +422,8 @@ class BatchScheduler:
     def _release_turn(self) -> None:
         with self._cond:
             self._running -= 1
-            self._cond.notify()
+            if self._queues:  # a batch thread may now take a batch; else waking one is waste
+                self._cond.notify()
 
     def close(self) -> None:
         """Run what is queued, then stop the threads."""
