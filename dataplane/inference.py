@@ -210,6 +210,7 @@ class InferenceService:
         metrics: RequestMetrics | None = None,
         offload: Executor | None = None,
         entrypoint: str = "",
+        runs_ready_batches: bool = False,
     ) -> None:
         self.manager = manager
         self._offload = offload
@@ -219,11 +220,18 @@ class InferenceService:
         self._check_predict_method = check_predict_method
         self._metrics = metrics
         self._entrypoint = entrypoint
+        self._runs_ready_batches = runs_ready_batches
 
-    def via(self, entrypoint: str) -> InferenceService:
+    def via(self, entrypoint: str, runs_ready_batches: bool = False) -> InferenceService:
         """This service for one front end: the same manager, runner, pools and metrics, its
         requests labelled with the protocol they came by (TF Serving's `entrypoint` label on
-        request latency: "GRPC" or "REST"). The core only carries the label."""
+        request latency: "GRPC" or "REST"). The core only carries the label.
+
+        `runs_ready_batches`: the front end's thread may run a fast batch that need not wait
+        itself (`BatchScheduler.run_here`). Right for a front end that hands over everything
+        that arrived together at once (gRPC's coalescing dispatcher): what it blocks on is one
+        batch, and what arrives meanwhile forms the next. Wrong for one that submits request
+        by request (the REST loop): each would run alone and nothing would merge."""
         return InferenceService(
             self.manager,
             self._run,
@@ -231,6 +239,7 @@ class InferenceService:
             self._metrics,
             self._offload,
             entrypoint,
+            runs_ready_batches,
         )
 
     @contextmanager
@@ -318,7 +327,8 @@ class InferenceService:
         args = (call.servable, call.signature, call.feeds, call.output_keys)
         if self._submit is not None:
             # A fast batch that need not wait may run in this thread (the batcher decides).
-            run_here = call.signature.typical_seconds < INLINE_CALL_SECONDS
+            fast = call.signature.typical_seconds < INLINE_CALL_SECONDS
+            run_here = self._runs_ready_batches and fast
             return self._submit(*args, requests=call.requests, run_here=run_here)
         assert self._offload is not None, "only calls _runs_inline refused come here"
         return self._offload.submit(self._run, *args)

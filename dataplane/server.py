@@ -121,12 +121,15 @@ class DataPlane:
         self.grpc_port = 0
 
     def _build_grpc_server(self) -> GrpcServer:
-        """Fast inference runs on the dispatcher thread, batched calls complete by callback,
-        slow model calls use the shared offload pool; reloads get their own."""
+        """Fast inference runs on the dispatcher thread (batches too, when they need not
+        wait), other batched calls complete by callback, slow model calls use the shared
+        offload pool; reloads get their own."""
         tensor_content = self.options.enable_serialization_as_tensor_content
         routes = serving_routes(
             PredictionHandlers(
-                self.service.via("GRPC"), tensor_content, coalesce=self.batching is not None
+                self.service.via("GRPC", runs_ready_batches=True),
+                tensor_content,
+                coalesce=self.batching is not None,
             ),
             ModelHandlers(self.manager),
             InfoService(self.manager),

@@ -29,11 +29,13 @@ class HeldRunner:
 
     def __init__(self) -> None:
         self.steps: list[Future] = []
+        self.run_here: list[bool] = []
 
     def __call__(self, servable, signature, feeds, output_keys):
         raise AssertionError("a submitting runner is never called directly by submit()")
 
     def submit(self, servable, signature, feeds, output_keys, requests=1, run_here=False) -> Future:
+        self.run_here.append(run_here)
         step: Future = Future()
         self.steps.append(step)
         return step
@@ -59,6 +61,14 @@ def test_a_submitted_plan_resumes_in_the_thread_that_finishes_its_call(half_plus
     assert pending.result(5) == [[7.0]]
     assert answered_in == ["batch"]
     assert manager.active == 0
+
+
+def test_only_a_front_end_that_runs_ready_batches_offers_to_run_them(half_plus_two) -> None:
+    runner = HeldRunner()
+    core = InferenceService(OneModel(half_plus_two), runner=runner)  # type: ignore[arg-type]
+    for service in (core.via("REST"), core.via("GRPC", runs_ready_batches=True)):
+        service.submit(service.predict_plan(ModelRef("h"), "", x_inputs), str)
+    assert runner.run_here == [False, True]  # half_plus_two is fast: well under 2 ms
 
 
 def test_cancelling_a_submitted_plan_cancels_its_call_and_releases_the_lease(

@@ -290,6 +290,45 @@ def test_concurrent_grpc_and_rest_clients_are_batched_and_get_their_own_rows(
     assert ok == clients
 
 
+def test_with_timeout_0_concurrent_clients_each_get_their_rows(
+    start_dataplane: StartFn, saved_models, monitoring: str, tmp_path: Path
+) -> None:
+    """Timeout 0 is where gRPC calls taken together are coalesced and the dispatcher runs the
+    batch itself; REST calls queue for the batch threads. Nobody may get another's rows."""
+    plane = start_dataplane(
+        *FAST,
+        "--model_name=half_plus_two",
+        f"--model_base_path={saved_models.half_plus_two}",
+        monitoring,
+        *batching_flags(tmp_path, "max_batch_size { value: 8 } num_batch_threads { value: 2 }"),
+    )
+    channel = grpc.insecure_channel(plane.grpc_target)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    url = f"{plane.rest_url}/v1/models/half_plus_two:predict"
+
+    def client(i: int) -> None:
+        for round_ in range(5):
+            rows = np.array([[i * 100.0 + round_], [i * 100.0 + round_ + 0.5]], np.float32)
+            if i % 4 == 0:
+                answer = requests.post(url, json={"instances": rows.tolist()}, timeout=30)
+                y = np.array(answer.json()["predictions"], np.float32)
+            else:
+                y = tensors.to_ndarray(
+                    stub.Predict(predict_request("half_plus_two", rows)).outputs["y"]
+                )
+            np.testing.assert_allclose(y, 0.5 * rows + 2)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(client, range(16)))
+    channel.close()
+    got = scrape(plane)
+    ok = value(got, ":tensorflow:serving:request_count", model_name="half_plus_two", status="OK")
+    assert ok == 16 * 5
+    pool_labels = {"model_name": "half_plus_two", "thread_pool_name": "batch_threads"}
+    padded = value(got, ":modelplane:batching:batch_size_sum", **pool_labels)
+    assert padded == 16 * 5 * 2  # every row ran in some batch, once, without padding
+
+
 def test_invalid_batching_parameters_stop_the_start(
     start_dataplane: StartFn, saved_models, tmp_path: Path
 ) -> None:
