@@ -229,7 +229,7 @@ def merge_inputs(
     return merged
 
 
-def split_outputs(outputs: Outputs, sizes: Sequence[int], padded_rows: int) -> list[Outputs]:
+def split_outputs(outputs: Feeds, sizes: Sequence[int], padded_rows: int) -> list[Outputs]:
     """Each request's rows of every output (views, no copies)."""
     for key, value in outputs.items():
         if value.ndim == 0 or value.shape[0] != padded_rows:

@@ -31,6 +31,7 @@ from tensorflow_serving.apis import (
 )
 
 from dataplane import errors, tensors
+from dataplane.batching import split_outputs
 from dataplane.errors import Code, ServingError
 from dataplane.grpc_server import Joint, Routes, service_routes
 from dataplane.health import HealthService
@@ -254,21 +255,13 @@ class PredictionHandlers:
         """Each coalesced request's own rows of every output, serialized. One response is
         built and then only its values are replaced per request: the model spec, names,
         dtypes and shapes are the same for all."""
-        outputs = prediction.outputs
-        for alias, array in outputs.items():
-            if array.ndim == 0 or array.shape[0] != count * rows:
-                raise errors.failed_precondition(
-                    f"output {alias} of shape {list(array.shape)} does not keep the batch "
-                    f"dimension of {count} merged requests"
-                )
-        response = self._response(prediction.resolved, {a: v[:rows] for a, v in outputs.items()})
+        first, *others = split_outputs(prediction.outputs, [rows] * count, rows * count)
+        response = self._response(prediction.resolved, first)
         serialized = [response.SerializeToString()]
-        for start in range(rows, count * rows, rows):
+        for outputs in others:
             for alias, array in outputs.items():
                 tensors.replace_values(
-                    response.outputs[alias],
-                    array[start : start + rows],
-                    as_tensor_content=self._tensor_content,
+                    response.outputs[alias], array, as_tensor_content=self._tensor_content
                 )
             serialized.append(response.SerializeToString())
         return serialized
