@@ -309,15 +309,20 @@ class _Batch:
         self.rows = sum(task.rows for task in tasks)
 
 
-class _Queue:
-    """Pending batches of one (servable, signature, outputs, input layout); the last is open."""
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    """What a batch runs: one servable's signature, for the outputs its requests asked for."""
 
-    def __init__(
-        self, servable: Servable, signature: Signature, output_keys: tuple[str, ...]
-    ) -> None:
-        self.servable = servable
-        self.signature = signature
-        self.output_keys = output_keys
+    servable: Servable
+    signature: Signature
+    output_keys: tuple[str, ...]
+
+
+class _Queue:
+    """Pending batches of one lane and input layout; the last is open."""
+
+    def __init__(self, lane: _Lane) -> None:
+        self.lane = lane
         self.batches: collections.deque[_Batch] = collections.deque([_Batch()])
 
     def add(self, task: _Task, config: BatchingConfig) -> bool:
@@ -366,32 +371,18 @@ class BatchScheduler:
         for thread in self._threads:
             thread.start()
 
-    def submit(
-        self,
-        key: tuple,
-        servable: Servable,
-        signature: Signature,
-        output_keys: tuple[str, ...],
-        task: _Task,
-    ) -> None:
+    def submit(self, key: tuple, lane: _Lane, task: _Task) -> None:
         """Enqueue at once or raise UNAVAILABLE; never blocks on a full queue."""
         with self._cond:
             if self._closed:
                 raise ServingError(Code.UNAVAILABLE, "The batch scheduler is shutting down")
             queue = self._queues.get(key)
             if queue is None:
-                queue = self._queues[key] = _Queue(servable, signature, output_keys)
+                queue = self._queues[key] = _Queue(lane)
             if queue.add(task, self.config):
                 self._cond.notify()
 
-    def run_here(
-        self,
-        key: tuple,
-        servable: Servable,
-        signature: Signature,
-        output_keys: tuple[str, ...],
-        task: _Task,
-    ) -> bool:
+    def run_here(self, key: tuple, lane: _Lane, task: _Task) -> bool:
         """Run a task that needs to wait for nothing as a batch of its own, in the caller's
         thread, if a batch thread's turn is free; False (nothing done) otherwise.
 
@@ -414,7 +405,7 @@ class BatchScheduler:
                 return False
             self._running += 1
         try:
-            self._run(_Queue(servable, signature, output_keys), _Batch(task))
+            self._run(_Queue(lane), _Batch(task))
         finally:
             self._release_turn()
         return True
@@ -489,17 +480,17 @@ class BatchScheduler:
         self._record(queue, tasks, padded, rows)
         try:
             merged = merge_inputs(
-                tuple(queue.signature.inputs),
+                tuple(queue.lane.signature.inputs),
                 [t.feeds for t in tasks],
                 padded,
                 self.config.pad_variable_length_inputs,
             )
-            outputs = queue.signature.run(merged, queue.output_keys)
+            outputs = queue.lane.signature.run(merged, queue.lane.output_keys)
             results = split_outputs(outputs, [t.rows for t in tasks], padded)
         except ServingError as exc:
             _fail(tasks, exc)
         except Exception as exc:
-            log.exception("batch of %s failed", queue.servable)
+            log.exception("batch of %s failed", queue.lane.servable)
             _fail(tasks, ServingError(Code.INTERNAL, f"Batch failed: {type(exc).__name__}: {exc}"))
         else:
             for task, rows in zip(tasks, results, strict=True):
@@ -512,7 +503,7 @@ class BatchScheduler:
         pool = self.config.thread_pool_name
         waits = [now - task.enqueued for task in tasks for _ in range(task.requests)]
         self._metrics.record_queuing(pool, waits)
-        self._metrics.record_batch(queue.servable.name, pool, padded, padded - rows)
+        self._metrics.record_batch(queue.lane.servable.name, pool, padded, padded - rows)
 
 
 class BatchingRunner:
@@ -573,16 +564,16 @@ class BatchingRunner:
         if keyed is None:
             return _finished(signature, feeds, output_keys)
         rows, layout = keyed
-        outputs = tuple(output_keys)
-        key = (id(servable), signature.key, outputs, layout)
+        lane = _Lane(servable, signature, tuple(output_keys))
+        key = (id(servable), signature.key, lane.output_keys, layout)
         scheduler = self._scheduler(config)
         chunks = self._chunks(feeds, rows, config, requests)
         tasks = [_Task(chunk, size, max(1, size * requests // rows)) for chunk, size in chunks]
         alone = len(tasks) == 1
-        if run_here and alone and scheduler.run_here(key, servable, signature, outputs, tasks[0]):
+        if run_here and alone and scheduler.run_here(key, lane, tasks[0]):
             return tasks[0].future
         for task in tasks:
-            scheduler.submit(key, servable, signature, outputs, task)
+            scheduler.submit(key, lane, task)
         if len(tasks) == 1:
             return tasks[0].future
         return _joined([task.future for task in tasks])
