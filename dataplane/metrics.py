@@ -14,6 +14,7 @@ those lines itself so a query for `:tensorflow:serving:request_count` finds them
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,21 @@ class ExactCounter:
         return "\n".join(lines) + "\n"
 
 
+class RepeatableHistogram(Histogram):
+    """prometheus-client's Histogram that can also record one value for many events at once.
+
+    A coalesced batch answers n requests in one wall time; n `observe` calls (each a scan of
+    up to 52 bucket bounds and two locked increments) were a tenth of the batched gRPC
+    dispatcher's time. It uses the parent's own `_sum`, `_buckets` and `_upper_bounds`
+    (prometheus-client is pinned; a test checks it against `observe`)."""
+
+    def observe_repeated(self, amount: float, count: int = 1) -> None:
+        """Same as `count` calls of `observe(amount)`, for the cost of one."""
+        self._raise_if_not_observable()
+        self._sum.inc(amount * count)
+        self._buckets[bisect.bisect_left(self._upper_bounds, amount)].inc(count)
+
+
 class ServingMetrics:
     """Every instrument the data plane records; one instance per process (or per test)."""
 
@@ -81,7 +97,9 @@ class ServingMetrics:
         disable_created_metrics()  # TF Serving exports no `_created` series; neither do we
         self.registry = CollectorRegistry(auto_describe=True)
         # by (model, version, API, status, entrypoint)
-        self._request_histograms: dict[tuple[str, ...], tuple[Histogram, Histogram]] = {}
+        self._request_histograms: dict[
+            tuple[str, ...], tuple[RepeatableHistogram, RepeatableHistogram]
+        ] = {}
         self.request_count = ExactCounter(
             ":tensorflow:serving:request_count",
             "The total number of requests.",
@@ -151,8 +169,10 @@ class ServingMetrics:
 
     def _histogram(
         self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
-    ) -> Histogram:
-        return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
+    ) -> RepeatableHistogram:
+        return RepeatableHistogram(
+            name, documentation, labels, buckets=buckets, registry=self.registry
+        )
 
     def record_request(
         self,
@@ -172,13 +192,12 @@ class ServingMetrics:
         latency_us, latency_s = children or self._request_children(key, entrypoint)
         self.request_count.inc(model, status.name, amount=requests)
         self.version_request_count.inc(*key, amount=requests)
-        for _ in range(requests):
-            latency_us.observe(seconds * 1e6)
-            latency_s.observe(seconds)
+        latency_us.observe_repeated(seconds * 1e6, requests)
+        latency_s.observe_repeated(seconds, requests)
 
     def _request_children(
         self, key: tuple[str, str, str, str], entrypoint: str
-    ) -> tuple[Histogram, Histogram]:
+    ) -> tuple[RepeatableHistogram, RepeatableHistogram]:
         """Label lookups cost more than the observation; do them once per label set."""
         model, _version, api, _status = key
         children = (
@@ -206,7 +225,7 @@ class ServingMetrics:
         """How long each request of one batch waited for it (one label lookup per batch)."""
         histogram = self.queuing_latency.labels(thread_pool)
         for seconds in waits_seconds:
-            histogram.observe(seconds * 1e6)
+            histogram.observe_repeated(seconds * 1e6)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of everything recorded so far."""

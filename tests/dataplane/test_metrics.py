@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dataplane import errors
@@ -15,6 +16,7 @@ from dataplane.errors import Code, ServingError
 from dataplane.inference import InferenceService, ModelRef
 from dataplane.metrics import (
     DEFAULT_PATH,
+    RepeatableHistogram,
     ServingMetrics,
     prometheus_path,
     read_monitoring_config,
@@ -122,6 +124,23 @@ def test_coalesced_requests_count_one_each_with_their_shared_latency() -> None:
     assert value(got, ":tensorflow:serving:request_latency_sum", **latency) == pytest.approx(6000)
     rich = {"model_name": "m", "model_version": "1", "API": "Predict", "status": "OK"}
     assert value(got, ":modelplane:request_count", **rich) == 3
+
+
+@pytest.mark.parametrize("amount", [0.0, 3.0, 10.0, 10.5, 18.0, 1e9])  # on, between, past bounds
+def test_a_repeated_observation_is_the_same_as_observing_each_time(amount: float) -> None:
+    def exposition(record) -> str:
+        registry = CollectorRegistry()
+        histogram = RepeatableHistogram("h", "doc", ["k"], buckets=(10, 18), registry=registry)
+        record(histogram.labels("v"))
+        return generate_latest(registry).decode()
+
+    def one_by_one(child: RepeatableHistogram) -> None:
+        for _ in range(5):
+            child.observe(amount)
+
+    repeated = exposition(lambda child: child.observe_repeated(amount, 5))
+    assert repeated == exposition(one_by_one)
+    assert 'h_count{k="v"} 5.0' in repeated
 
 
 def test_counters_keep_tf_serving_names_without_total_suffix() -> None:
