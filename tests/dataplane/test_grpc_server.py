@@ -349,3 +349,48 @@ def test_stop_lets_an_in_flight_call_finish_within_the_grace_period() -> None:
         assert answer.result(timeout=5).status == Response.SERVING
         stopper.join(5)
         assert not stopper.is_alive()
+
+
+def test_more_calls_at_once_than_the_transport_asks_for_ahead_are_all_served() -> None:
+    """The transport asks gRPC for 32 calls ahead and one more as each arrives; 100 held at
+    once must all reach the handler and all be answered."""
+    handlers = Handlers()
+    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answers = [unary(channel).future(Request(service="held"), timeout=10) for _ in range(100)]
+        deadline = time.monotonic() + 5
+        while len(handlers.held) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(handlers.held) == 100
+        for status, held in enumerate(handlers.held):
+            held.set_result(Response(status=status % 3))
+        statuses = sorted(a.result(timeout=5).status for a in answers)  # arrival order varies
+        assert statuses == sorted(i % 3 for i in range(100))
+    server.stop(0)
+
+
+def test_a_call_held_past_the_grace_period_is_cancelled_and_its_future_too() -> None:
+    handlers = Handlers()
+    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = unary(channel).future(Request(service="held"), timeout=10)
+        while not handlers.held:
+            time.sleep(0.005)
+        started = time.monotonic()
+        server.stop(0.2)
+        assert time.monotonic() - started < 3
+        with pytest.raises(grpc.RpcError) as caught:
+            answer.result(timeout=5)
+        assert caught.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+        assert handlers.held[0].cancelled()  # the transport told the dispatcher it ended
+
+
+def test_a_call_without_a_request_message_is_internal(channel) -> None:
+    no_message = channel.stream_unary(
+        CHECK,
+        request_serializer=Request.SerializeToString,
+        response_deserializer=Response.FromString,
+    )
+    code, details = code_and_details(lambda: no_message(iter(()), timeout=5))
+    assert (code, details) == (grpc.StatusCode.INTERNAL, "the call carried no request message")
+    assert unary(channel)(Request(service="ok"), timeout=5).status == Response.SERVING
