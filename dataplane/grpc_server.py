@@ -1,11 +1,11 @@
 """The gRPC front end: a native transport feeding one Python dispatcher thread.
 
-gRPC's C++ callback server (native/grpc_frontend.cpp) owns HTTP/2, deadlines and flow control
-on threads that never touch Python. Calls whose request has arrived queue up; the dispatcher
-thread takes everything queued at once, decodes each request with the official message class,
-runs its handler and writes the answer. One thread, and one GIL hand-off per wake-up rather
-than several per call, is what makes a small call cheap: measured against grpc.aio on this
-machine it doubles throughput and halves p99 (docs/performance.md).
+gRPC's C++ server (native/grpc_frontend.cpp, on one completion queue) owns HTTP/2, deadlines
+and flow control on threads that never touch Python. Calls whose request has arrived queue
+up; the dispatcher thread takes everything queued at once, decodes each request with the
+official message class, runs its handler and writes the answer. One thread, and one GIL
+hand-off per wake-up rather than several per call, is what makes a small call cheap: measured
+against grpc.aio on this machine it doubles throughput and halves p99 (docs/performance.md).
 
 Handlers are plain functions of the request. A handler that cannot answer at once (a batched or
 offloaded model call) returns a Future; the answer is written from the thread that completes

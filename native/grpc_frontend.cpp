@@ -537,7 +537,7 @@ class Frontend {
 }  // namespace
 
 PYBIND11_MODULE(_grpc_frontend, m) {
-  m.doc() = "The data plane's gRPC transport (gRPC C++ callback API, generic service).";
+  m.doc() = "The data plane's gRPC transport (gRPC C++ completion queue, generic service).";
 
   py::class_<CallState, CallPtr>(m, "Call")
       .def_property_readonly("id", [](const CallState& c) { return c.id; })
