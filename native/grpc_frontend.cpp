@@ -21,6 +21,7 @@
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 #include <pybind11/pybind11.h>
+#include <pthread.h>
 #include <pybind11/stl.h>
 
 #include <atomic>
@@ -48,7 +49,7 @@ class RpcCall;
 // so the Python thread that has an answer hands it over and goes on without the GIL waiting.
 class Outbox {
  public:
-  Outbox() : thread_([this] { run(); }) {}
+  Outbox() : thread_([this] { run(); }) { pthread_setname_np(thread_.native_handle(), "grpc-writer"); }
 
   ~Outbox() { stop(); }
 
@@ -469,6 +470,7 @@ class Frontend {
                         &stopping_};
     for (int i = 0; i < kExpectedCalls; ++i) RpcCall::expect(intake);
     poller_ = std::thread([this] { poll(); });
+    pthread_setname_np(poller_.native_handle(), "grpc-poller");  // as `top -H` shows it
     return ports;
   }
 
