@@ -49,7 +49,9 @@ class RpcCall;
 // so the Python thread that has an answer hands it over and goes on without the GIL waiting.
 class Outbox {
  public:
-  Outbox() : thread_([this] { run(); }) { pthread_setname_np(thread_.native_handle(), "grpc-writer"); }
+  Outbox() : thread_([this] { run(); }) {
+    pthread_setname_np(thread_.native_handle(), "grpc-writer");  // as `top -H` shows it
+  }
 
   ~Outbox() { stop(); }
 
