@@ -8,7 +8,13 @@ version 2 are timed, then 50 more give the steady state. Run once with
 `--enable_model_warmup=false` and once with warmup on; prints each request's latency and the
 first request's ratio to the steady-state p50.
 
-    python bench/bench_warmup.py [--rounds 3]
+Both modes wait the same `--settle_seconds` after AVAILABLE before the first request, and the
+same pause is timed once more on the warm version ("after idle"): on this VM the first request
+after any idle second costs ~2 ms whatever the model's state (an idle vCPU wakes slowly and
+cold), and without the pause the run without warmup would send its first request to a CPU
+still hot from the load, the one with warmup to a CPU idle since warmup ended.
+
+    python bench/bench_warmup.py [--rounds 3] [--settle_seconds 1]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -90,8 +97,16 @@ def timed(
     return latencies
 
 
-def one_swap(root: Path, staged: Path, warmup: bool) -> tuple[list[float], float]:
-    """(first 10 latencies in ms, steady-state p50 in ms) of version 2 right after the swap."""
+@dataclass(frozen=True)
+class Swap:
+    """Version 2's latencies (ms) after one swap."""
+
+    first: list[float]  # the first 10 requests
+    steady: float  # p50 of the 50 after them
+    after_idle: float  # one request after the same pause, on the warm version
+
+
+def one_swap(root: Path, staged: Path, warmup: bool, settle_seconds: float) -> Swap:
     base = root / f"base-{warmup}-{time.monotonic_ns()}"
     shutil.copytree(root / "cnn", base)
     server = start_dataplane(
@@ -108,9 +123,12 @@ def one_swap(root: Path, staged: Path, warmup: bool) -> tuple[list[float], float
             shutil.copytree(staged, base / ".incoming")
             os.rename(base / ".incoming", base / "2")
             wait_available(channel, 2)
+            time.sleep(settle_seconds)
             first = timed(stub, 2, FIRST)
             steady = statistics.median(timed(stub, 2, STEADY))
-        return first, steady
+            time.sleep(settle_seconds)
+            after_idle = timed(stub, 2, 1)[0]
+        return Swap(first, steady, after_idle)
     finally:
         server.stop()
 
@@ -118,6 +136,7 @@ def one_swap(root: Path, staged: Path, warmup: bool) -> tuple[list[float], float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--settle_seconds", type=float, default=1.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -125,12 +144,14 @@ def main() -> None:
         summary: dict[bool, list[float]] = {False: [], True: []}
         for round_index in range(args.rounds):
             for warmup in (False, True):
-                first, steady = one_swap(root, staged, warmup)
+                swap = one_swap(root, staged, warmup, args.settle_seconds)
                 label = "with warmup   " if warmup else "without warmup"
+                first = swap.first
                 print(
                     f"round {round_index + 1} {label}: first {FIRST} (ms) "
                     + " ".join(f"{v:.1f}" for v in first)
-                    + f" | steady p50 {steady:.2f} ms | first/steady {first[0] / steady:.1f}x"
+                    + f" | steady p50 {swap.steady:.2f} ms | after idle {swap.after_idle:.1f} ms"
+                    f" | first/after idle {first[0] / swap.after_idle:.1f}x"
                     f" | mean of first {FIRST} {statistics.fmean(first):.2f} ms",
                     flush=True,
                 )
