@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -334,18 +335,25 @@ def test_a_port_in_use_is_a_clear_error(handlers) -> None:
             server.start([f"127.0.0.1:{port}"])
 
 
-def test_stop_lets_an_in_flight_call_finish_within_the_grace_period() -> None:
+@contextmanager
+def one_call_held() -> Iterator[tuple[GrpcServer, Future[Response], grpc.Future]]:
+    """A fresh server holding one Check call: (server, the handler's future, the client's)."""
     handlers = Handlers()
     server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         answer = unary(channel).future(Request(service="held"), timeout=10)
         while not handlers.held:
             time.sleep(0.005)
+        yield server, handlers.held[0], answer
+
+
+def test_stop_lets_an_in_flight_call_finish_within_the_grace_period() -> None:
+    with one_call_held() as (server, held, answer):
         stopper = threading.Thread(target=server.stop, args=(5,))
         stopper.start()
         time.sleep(0.2)
         assert stopper.is_alive()  # draining: waits for the held call
-        handlers.held[0].set_result(Response(status=Response.SERVING))
+        held.set_result(Response(status=Response.SERVING))
         assert answer.result(timeout=5).status == Response.SERVING
         stopper.join(5)
         assert not stopper.is_alive()
@@ -370,19 +378,14 @@ def test_more_calls_at_once_than_the_transport_asks_for_ahead_are_all_served() -
 
 
 def test_a_call_held_past_the_grace_period_is_cancelled_and_its_future_too() -> None:
-    handlers = Handlers()
-    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}))
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        answer = unary(channel).future(Request(service="held"), timeout=10)
-        while not handlers.held:
-            time.sleep(0.005)
+    with one_call_held() as (server, held, answer):
         started = time.monotonic()
         server.stop(0.2)
         assert time.monotonic() - started < 3
         with pytest.raises(grpc.RpcError) as caught:
             answer.result(timeout=5)
         assert caught.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
-        assert handlers.held[0].cancelled()  # the transport told the dispatcher it ended
+        assert held.cancelled()  # the transport told the dispatcher it ended
 
 
 def test_a_call_without_a_request_message_is_internal(channel) -> None:
