@@ -397,3 +397,62 @@ def test_a_call_without_a_request_message_is_internal(channel) -> None:
     code, details = code_and_details(lambda: no_message(iter(()), timeout=5))
     assert (code, details) == (grpc.StatusCode.INTERNAL, "the call carried no request message")
     assert unary(channel)(Request(service="ok"), timeout=5).status == Response.SERVING
+
+
+def wait_until_done(calls: list[grpc.Future], seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not all(call.done() for call in calls) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+ENDED_EARLY = {
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def test_cancels_deadlines_streams_and_late_answers_around_a_stop_all_end_cleanly() -> None:
+    """The native call's lifetime is shared by gRPC's events and Python's answers; a mix of
+    everything that ends a call, then a stop mid-flight, must leave every client answered and
+    the process standing (answers after the stop are dropped)."""
+    handlers = Handlers()
+    routes = service_routes(HEALTH, {"Check": handlers.check, "Watch": handlers.watch})
+    server, port = start_server(routes, spin_microseconds=300)
+    plan = [("ok", 5), ("held", 5), ("held", 0.02), ("missing", 5)]  # (service, timeout)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        calls = []
+        for i in range(120):
+            service, timeout = plan[i % 4]
+            call = unary(channel).future(Request(service=service), timeout=timeout)
+            if i % 5 == 0:
+                call.cancel()
+            calls.append(call)
+        watch = channel.unary_stream(
+            WATCH,
+            request_serializer=Request.SerializeToString,
+            response_deserializer=Response.FromString,
+        )
+        streams = [watch(Request(), timeout=5) for _ in range(5)]
+        answered_at_once = [c for i, c in enumerate(calls) if i % 4 in (0, 3)]
+        wait_until_done(answered_at_once)  # the stop is for the held ones
+        for held in handlers.held[::2]:
+            if not held.done():
+                held.set_result(Response(status=Response.SERVING))
+        server.stop(0.05)
+        for held in handlers.held:  # too late: the calls are over
+            if not held.done():
+                held.set_result(Response(status=Response.SERVING))
+        wait_until_done(calls)
+        assert all(call.done() for call in calls)
+        for i, call in enumerate(calls):
+            if call.cancelled():
+                continue
+            if i % 4 == 0:
+                assert call.result().status == Response.SERVING
+            elif i % 4 == 3:
+                assert call.exception().code() is grpc.StatusCode.NOT_FOUND
+            elif call.exception() is not None:
+                assert call.exception().code() in ENDED_EARLY
+        for stream in streams:
+            stream.cancel()
