@@ -10,8 +10,9 @@ writes them). Inference handlers never block the dispatcher: they hand their pla
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from typing import TypeVar
 
 import numpy as np
 from grpc_health.v1 import health_pb2
@@ -47,10 +48,12 @@ from dataplane.inference import (
     Resolved,
 )
 from dataplane.info_service import InfoService
+from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
 from modelplane import info_pb2
 
 SIGNATURE_DEF_FIELD = "signature_def"
+Value = TypeVar("Value")
 
 
 def serving_routes(
@@ -119,13 +122,10 @@ def examples_from_input(request_input: input_pb2.Input) -> Examples:
     """The Input oneof as serialized examples (context serialized once, merged per example)."""
     kind = request_input.WhichOneof("kind")
     if kind == "example_list":
-        return Examples([e.SerializeToString() for e in request_input.example_list.examples])
+        return Examples.from_protos(request_input.example_list.examples)
     if kind == "example_list_with_context":
         with_context = request_input.example_list_with_context
-        return Examples(
-            [e.SerializeToString() for e in with_context.examples],
-            with_context.context.SerializeToString(),
-        )
+        return Examples.from_protos(with_context.examples, with_context.context)
     raise errors.invalid_argument("Input is empty.")
 
 
@@ -202,7 +202,7 @@ class PredictionHandlers:
         plan = self._service.predict_plan(
             model_ref(request.model_spec),
             request.model_spec.signature_name,
-            functools.partial(_decode_inputs, request.inputs),
+            functools.partial(_decode_inputs, request.inputs, self._service.limits),
             request.output_filter,
         )
         return self._service.submit(plan, self._prediction_response)
@@ -243,7 +243,7 @@ class PredictionHandlers:
         plan = self._service.predict_plan(
             model_ref(first.model_spec),
             first.model_spec.signature_name,
-            functools.partial(_concatenated_inputs, requests),
+            functools.partial(_concatenated_inputs, requests, self._service.limits),
             first.output_filter,
             requests=len(requests),
         )
@@ -346,23 +346,36 @@ def batch_rows(request: predict_pb2.PredictRequest) -> int | None:
 
 
 def _concatenated_inputs(
-    requests: Sequence[predict_pb2.PredictRequest], _specs: Mapping
+    requests: Sequence[predict_pb2.PredictRequest], limits: RequestLimits, _specs: Mapping
 ) -> dict[str, np.ndarray]:
+    """The requests' inputs merged; they share shapes, so the first one's count is each one's
+    (a refusal fails the group, whose requests are then served, and refused, one by one)."""
+    first = requests[0].inputs
+    limits.check_request(sum(_per_input(first, tensors.declared_elements).values()))
     return {
-        alias: tensors.concatenated_ndarray([r.inputs[alias] for r in requests])
-        for alias in requests[0].inputs
+        alias: tensors.concatenated_ndarray([r.inputs[alias] for r in requests]) for alias in first
     }
 
 
-def _decode_inputs(inputs: Mapping, _specs: Mapping) -> dict[str, np.ndarray]:
-    return {alias: _decode_input(alias, proto) for alias, proto in inputs.items()}
+def _decode_inputs(
+    inputs: Mapping[str, tensor_pb2.TensorProto], limits: RequestLimits, _specs: Mapping
+) -> dict[str, np.ndarray]:
+    """Every input decoded, once their declared shapes together are known to be in bounds."""
+    limits.check_request(sum(_per_input(inputs, tensors.declared_elements).values()))
+    return _per_input(inputs, tensors.to_ndarray)
 
 
-def _decode_input(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
-    try:
-        return tensors.to_ndarray(proto)
-    except ServingError as exc:
-        raise ServingError(exc.code, f"tensor parsing error: {alias}: {exc.message}") from None
+def _per_input(
+    inputs: Mapping[str, tensor_pb2.TensorProto], read: Callable[[tensor_pb2.TensorProto], Value]
+) -> dict[str, Value]:
+    """`read` of each input; its error names the input, as TF Serving's do."""
+    results = {}
+    for alias, proto in inputs.items():
+        try:
+            results[alias] = read(proto)
+        except ServingError as exc:
+            raise ServingError(exc.code, f"tensor parsing error: {alias}: {exc.message}") from None
+    return results
 
 
 class ModelHandlers:

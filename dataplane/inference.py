@@ -15,18 +15,20 @@ batcher from many concurrent requests.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, InvalidStateError
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
+from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from dataplane import errors
 from dataplane.errors import Code, ServingError
+from dataplane.limits import DEFAULT_LIMITS, RequestLimits
 from dataplane.manager import ModelManager
 from dataplane.servable import Servable, Signature
 from dataplane.signatures import TensorSpec, dtype_name
@@ -89,16 +91,52 @@ class Examples:
 
     Concatenating serialized protos merges them, so `context + example` gives each example the
     context's features with its own taking precedence, exactly as TF Serving builds the batch.
+    `values` and `context_values` count the feature values, for the request bound: the context
+    is merged into every example, so it counts once per example.
     """
 
     serialized: Sequence[bytes]
     context: bytes = b""
+    values: int = 0
+    context_values: int = 0
+
+    @classmethod
+    def from_protos(
+        cls,
+        examples: Iterable[example_pb2.Example],
+        context: example_pb2.Example | None = None,
+    ) -> Examples:
+        """Serialize and count each example (and the context) once, however they arrived."""
+        serialized = []
+        values = 0
+        for example in examples:
+            serialized.append(example.SerializeToString())
+            values += _feature_values(example)
+        if context is None:
+            return cls(serialized, b"", values)
+        return cls(serialized, context.SerializeToString(), values, _feature_values(context))
+
+    def check(self, limits: RequestLimits) -> None:
+        """Refuse a batch whose merged form would exceed the request bound, before building
+        it: a large context times many (even empty) examples is the amplification here."""
+        count = len(self.serialized)
+        limits.check_request(count + self.values + self.context_values * count)
+        limits.check_serialized(sum(map(len, self.serialized)) + len(self.context) * count)
 
     def tensor(self) -> np.ndarray:
         if not self.serialized:
             raise errors.invalid_argument("Input is empty.")
         items = [self.context + e for e in self.serialized] if self.context else self.serialized
         return np.array(items, dtype=object)
+
+
+def _feature_values(example: example_pb2.Example) -> int:
+    return sum(
+        len(feature.float_list.value)
+        + len(feature.int64_list.value)
+        + len(feature.bytes_list.value)
+        for feature in example.features.feature.values()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +249,10 @@ class InferenceService:
         offload: Executor | None = None,
         entrypoint: str = "",
         runs_ready_batches: bool = False,
+        limits: RequestLimits = DEFAULT_LIMITS,
     ) -> None:
         self.manager = manager
+        self.limits = limits
         self._offload = offload
         self._run = runner
         # A runner with `submit` (the batcher) can hand back a future instead of blocking.
@@ -240,6 +280,7 @@ class InferenceService:
             self._offload,
             entrypoint,
             runs_ready_batches,
+            self.limits,
         )
 
     @contextmanager
@@ -377,6 +418,7 @@ class InferenceService:
                 _require_method(signature, PREDICT_METHOD, "prediction")
             feeds = decode_inputs(signature.inputs)
             outputs = yield ModelCall(servable, signature, feeds, output_filter, requests)
+            self.limits.check_response(outputs, requests)
             return Prediction(Resolved(servable.name, servable.version, key), outputs)
 
     def classify_plan(
@@ -384,14 +426,14 @@ class InferenceService:
     ) -> Plan[Classification]:
         key = signature_name or DEFAULT_SIGNATURE
         with self._leased("Classify", ref) as servable:
-            return (yield from _classify(servable, servable.signature(key), examples))
+            return (yield from _classify(servable, servable.signature(key), examples, self.limits))
 
     def regress_plan(
         self, ref: ModelRef, signature_name: str, examples: Examples
     ) -> Plan[Regression]:
         key = signature_name or DEFAULT_SIGNATURE
         with self._leased("Regress", ref) as servable:
-            return (yield from _regress(servable, servable.signature(key), examples))
+            return (yield from _regress(servable, servable.signature(key), examples, self.limits))
 
     def multi_inference_plan(
         self, tasks: Sequence[InferenceTask], examples: Examples
@@ -403,9 +445,13 @@ class InferenceService:
             for task in tasks:
                 signature = servable.signature(task.signature_name or DEFAULT_SIGNATURE)
                 if task.method_name == CLASSIFY_METHOD:
-                    results.append((yield from _classify(servable, signature, examples)))
+                    results.append(
+                        (yield from _classify(servable, signature, examples, self.limits))
+                    )
                 elif task.method_name == REGRESS_METHOD:
-                    results.append((yield from _regress(servable, signature, examples)))
+                    results.append(
+                        (yield from _regress(servable, signature, examples, self.limits))
+                    )
                 else:
                     raise errors.invalid_argument(
                         f"Unsupported signature method_name: {task.method_name}"
@@ -418,7 +464,9 @@ class InferenceService:
             return Resolved(servable.name, servable.version, ""), servable.signature_defs
 
 
-def _classify(servable: Servable, signature: Signature, examples: Examples) -> Plan[Classification]:
+def _classify(
+    servable: Servable, signature: Signature, examples: Examples, limits: RequestLimits
+) -> Plan[Classification]:
     _require_method(signature, CLASSIFY_METHOD, "classification")
     input_alias = _single_input(signature)
     wanted = [k for k in ("classes", "scores") if k in signature.outputs]
@@ -427,8 +475,10 @@ def _classify(servable: Servable, signature: Signature, examples: Examples) -> P
             'Expected classification signature outputs to contain at least one of "classes"'
             ' or "scores".'
         )
+    examples.check(limits)
     batch = examples.tensor()
     outputs = yield ModelCall(servable, signature, {input_alias: batch}, wanted)
+    limits.check_response(outputs)
     classes = outputs.get("classes")
     scores = outputs.get("scores")
     if classes is not None:
@@ -439,13 +489,18 @@ def _classify(servable: Servable, signature: Signature, examples: Examples) -> P
     return Classification(resolved, _as_matrix(classes), _as_matrix(scores))
 
 
-def _regress(servable: Servable, signature: Signature, examples: Examples) -> Plan[Regression]:
+def _regress(
+    servable: Servable, signature: Signature, examples: Examples, limits: RequestLimits
+) -> Plan[Regression]:
     _require_method(signature, REGRESS_METHOD, "regression")
     input_alias = _single_input(signature)
     if "outputs" not in signature.outputs:
         raise errors.invalid_argument('Expected regression signature outputs to contain "outputs".')
+    examples.check(limits)
     batch = examples.tensor()
-    values = (yield ModelCall(servable, signature, {input_alias: batch}, ["outputs"]))["outputs"]
+    outputs = yield ModelCall(servable, signature, {input_alias: batch}, ["outputs"])
+    limits.check_response(outputs)
+    values = outputs["outputs"]
     _check_output(signature.outputs["outputs"], values, types_pb2.DT_FLOAT, len(batch))
     if (values.ndim == 2 and values.shape[1] != 1) or values.ndim > 2:
         raise errors.invalid_argument(

@@ -32,7 +32,13 @@ class ServerOptions:
     rest_api_num_threads: int = 0
     rest_api_timeout_in_ms: int = 30000
     rest_api_enable_cors_support: bool = False
-    rest_api_max_request_bytes: int = 256 * 1024 * 1024
+    rest_api_max_body_bytes: int = 32 * 1024 * 1024
+    rest_api_max_json_depth: int = 100
+    rest_api_idle_timeout_in_ms: int = 60_000
+    rest_api_max_connections: int = 1024
+    rest_api_max_pending_requests: int = 256
+    max_request_elements: int = 1 << 24
+    max_response_elements: int = 1 << 24
     grpc_max_threads: int = 0
     grpc_channel_arguments: str = ""
     grpc_dispatcher_spin_micros: int = 300
@@ -87,8 +93,20 @@ _HELP: dict[str, str] = {
     "rest_api_port": "Port to listen on for HTTP/REST API. If 0, the REST API is not exported",
     "rest_api_num_threads": "Threads for REST model calls too slow for the HTTP loop; "
     "shared with gRPC's, the pool has the larger of the two (0: 4 per core)",
-    "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls",
-    "rest_api_max_request_bytes": "Largest HTTP request body accepted (modelplane extension)",
+    "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls: reading a request, and "
+    "answering it (past it: 504); 0: a day",
+    "rest_api_max_body_bytes": "Largest HTTP request body accepted, else 413 (modelplane; "
+    "--rest_api_max_request_bytes is an alias)",
+    "rest_api_max_json_depth": "Deepest nesting of JSON arrays/objects accepted, else 400 "
+    "(modelplane)",
+    "rest_api_idle_timeout_in_ms": "Close a keep-alive connection idle this long (modelplane)",
+    "rest_api_max_connections": "Open REST connections at most; more get 503 (modelplane)",
+    "rest_api_max_pending_requests": "REST requests waiting for a model at most; more get 503 "
+    "at once (modelplane)",
+    "max_request_elements": "Most tensor elements one request may declare in total, else "
+    "INVALID_ARGUMENT before anything is allocated; 0: no bound (modelplane)",
+    "max_response_elements": "Most tensor elements one answer may hold, else RESOURCE_EXHAUSTED "
+    "before it is encoded; 0: no bound (modelplane)",
     "model_config_file": "ModelServerConfig text proto; overrides --model_name/--model_base_path",
     "model_config_file_poll_wait_seconds": "Re-read --model_config_file this often (0: never)",
     "file_system_poll_wait_seconds": "Poll model base paths for new versions this often",
@@ -103,6 +121,24 @@ _HELP: dict[str, str] = {
 }
 
 
+# Old names still accepted (launch scripts written for earlier releases keep working).
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "rest_api_max_body_bytes": ("--rest_api_max_request_bytes",),
+}
+# Bounds and sizes that make no sense below zero (0 has its documented meaning).
+_NON_NEGATIVE = (
+    "grpc_dispatcher_spin_micros",
+    "rest_api_timeout_in_ms",
+    "rest_api_max_body_bytes",
+    "rest_api_max_json_depth",
+    "rest_api_idle_timeout_in_ms",
+    "rest_api_max_connections",
+    "rest_api_max_pending_requests",
+    "max_request_elements",
+    "max_response_elements",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One argparse option per ServerOptions field, typed from the field's default."""
     parser = argparse.ArgumentParser(
@@ -112,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for field in fields(ServerOptions):
         default = field.default
+        names = (f"--{field.name}", *_ALIASES.get(field.name, ()))
         if isinstance(default, bool):
             parser.add_argument(
-                f"--{field.name}",
+                *names,
                 type=_parse_bool,
                 nargs="?",
                 const=True,
@@ -123,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(
-                f"--{field.name}",
+                *names,
                 type=type(default),
                 default=default,
                 help=_HELP.get(field.name, ""),
@@ -137,6 +174,7 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
     namespace, unknown = parser.parse_known_args(list(argv))
     if unknown:
         parser.error(f"unknown command line flag(s): {' '.join(unknown)}")
-    if namespace.grpc_dispatcher_spin_micros < 0:
-        parser.error("--grpc_dispatcher_spin_micros must be >= 0")
+    for name in _NON_NEGATIVE:
+        if getattr(namespace, name) < 0:
+            parser.error(f"--{name} must be >= 0")
     return ServerOptions(**vars(namespace))

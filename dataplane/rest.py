@@ -37,6 +37,7 @@ from dataplane.inference import (
     ModelRef,
     Regression,
 )
+from dataplane.limits import RequestLimits
 from dataplane.options import ServerOptions
 from dataplane.signatures import TensorSpec
 from dataplane.tensors import (
@@ -134,7 +135,7 @@ class RestApi:
         def decode_inputs(specs: Mapping[str, TensorSpec]) -> Mapping[str, np.ndarray]:
             # Runs once the model and signature are resolved, so (as in TF Serving) an
             # unknown model is reported before a malformed body.
-            return _decode_predict_inputs(document, specs)
+            return _decode_predict_inputs(document, specs, self._service.limits)
 
         plan = self._service.predict_plan(ref, signature_name, decode_inputs)
         return self._service.submit(plan, lambda done: Response(200, encode(done.outputs)))
@@ -192,7 +193,7 @@ class RestServer:
         self._http = HttpServer(
             api.handle,
             port=options.rest_api_port,
-            max_body_bytes=options.rest_api_max_request_bytes,
+            max_body_bytes=options.rest_api_max_body_bytes,
             request_timeout_s=timeout_ms / 1000 if timeout_ms > 0 else 24 * 3600.0,
             common_headers=_CORS_HEADERS if cors else (),
             error_response=error_response,
@@ -274,7 +275,7 @@ def _signature_name(document: Mapping[str, Any]) -> str:
 
 
 def _decode_predict_inputs(
-    document: Mapping[str, Any], specs: Mapping[str, TensorSpec]
+    document: Mapping[str, Any], specs: Mapping[str, TensorSpec], limits: RequestLimits
 ) -> Mapping[str, np.ndarray]:
     """Row (`instances`) or columnar (`inputs`) tensors; a request may use only one form."""
     if "instances" in document:
@@ -283,9 +284,9 @@ def _decode_predict_inputs(
                 "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to"
                 " exist"
             )
-        return instances_to_arrays(document["instances"], specs)
+        return instances_to_arrays(document["instances"], specs, limits)
     if "inputs" in document:
-        return columnar_to_arrays(document["inputs"], specs)
+        return columnar_to_arrays(document["inputs"], specs, limits)
     raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
 
 
@@ -296,9 +297,7 @@ def _examples_request(body: bytes) -> tuple[str, Examples]:
     """`{"signature_name", "context", "examples"}` as serialized tf.Example protos."""
     document = _parse_json_object(body)
     signature_name = _signature_name(document)
-    context = b""
-    if "context" in document:
-        context = _example(document["context"])
+    context = _example(document["context"]) if "context" in document else None
     examples = document.get("examples")
     if examples is None:
         raise errors.invalid_argument(
@@ -308,11 +307,11 @@ def _examples_request(body: bytes) -> tuple[str, Examples]:
         raise errors.invalid_argument("Expecting 'examples' value to be an list/array")
     if not examples:
         raise errors.invalid_argument("'examples' value is an empty array")
-    return signature_name, Examples([_example(e) for e in examples], context)
+    return signature_name, Examples.from_protos(map(_example, examples), context)
 
 
-def _example(value: Any) -> bytes:
-    """One JSON object as a serialized tf.Example, one Feature per key."""
+def _example(value: Any) -> example_pb2.Example:
+    """One JSON object as a tf.Example, one Feature per key."""
     if not isinstance(value, dict):
         raise errors.invalid_argument(
             f"Example must be JSON object but got JSON {_json_type(value)}"
@@ -321,7 +320,7 @@ def _example(value: Any) -> bytes:
     features = example.features.feature
     for name, content in value.items():
         _fill_feature(features[name], name, content if isinstance(content, list) else [content])
-    return example.SerializeToString()
+    return example
 
 
 def _fill_feature(feature: feature_pb2.Feature, name: str, values: list[Any]) -> None:

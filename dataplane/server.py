@@ -21,6 +21,7 @@ from dataplane.grpc_service import ModelHandlers, PredictionHandlers, serving_ro
 from dataplane.health import HealthService
 from dataplane.inference import InferenceService, run_direct
 from dataplane.info_service import InfoService
+from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
 from dataplane.options import ServerOptions
 from dataplane.rest import ExtraRoute, RestServer
@@ -112,6 +113,7 @@ class DataPlane:
             check_predict_method=options.enable_signature_method_name_check,
             metrics=self.metrics,
             offload=self._offload,
+            limits=RequestLimits(options.max_request_elements, options.max_response_elements),
         )
         self.health = HealthService(self.manager)
         self._grpc = self._build_grpc_server()

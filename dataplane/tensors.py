@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from dataplane import errors
 from dataplane.errors import Code, ServingError
+from dataplane.limits import DEFAULT_LIMITS, RequestLimits
 from dataplane.signatures import TensorSpec, dtype_name, numpy_dtype
 
 # ---------------------------------------------------------------------------------------------
@@ -53,6 +54,7 @@ _TYPED_FIELDS: dict[int, tuple[str, np.dtype]] = {
     types_pb2.DT_STRING: ("string_val", np.dtype(object)),
 }
 _HALF_BITS = (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16)
+MAX_RANK = 254  # TensorShape's kMaxDims: also keeps counting a declared shape cheap
 
 
 def _supported_numpy_dtypes() -> dict[np.dtype, int]:
@@ -81,10 +83,20 @@ def _proto_dtype(enum: int) -> np.dtype:
 def _proto_shape(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...]:
     if shape.unknown_rank:
         raise errors.invalid_argument("tensor shape has unknown rank")
+    if len(shape.dim) > MAX_RANK:
+        raise errors.invalid_argument(
+            f"tensor shape has {len(shape.dim)} dimensions, more than the limit of {MAX_RANK}"
+        )
     dims = tuple(d.size for d in shape.dim)
     if any(d < 0 for d in dims):
         raise errors.invalid_argument(f"tensor shape {_shape_text(dims)} has a negative dimension")
     return dims
+
+
+def declared_elements(proto: tensor_pb2.TensorProto) -> int:
+    """How many values a tensor's shape asks for, read from the shape alone (nothing is
+    allocated): what `RequestLimits.check_request` counts."""
+    return math.prod(_proto_shape(proto.tensor_shape))
 
 
 def _typed_values(proto: tensor_pb2.TensorProto, dtype: np.dtype) -> np.ndarray:
@@ -523,7 +535,9 @@ def _named_row_error(index: int, row: dict, inputs: Mapping[str, TensorSpec]) ->
     )
 
 
-def _named_rows(instances: list, inputs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+def _named_rows(
+    instances: list, inputs: Mapping[str, TensorSpec], limits: RequestLimits
+) -> dict[str, np.ndarray]:
     names = inputs.keys()
     for index, row in enumerate(instances):
         if not _is_named_row(row):
@@ -532,19 +546,29 @@ def _named_rows(instances: list, inputs: Mapping[str, TensorSpec]) -> dict[str, 
             )
         if row.keys() != names:
             raise _named_row_error(index, row, inputs)
-    return {
-        alias: _rows_to_array([row[alias] for row in instances], spec, alias)
-        for alias, spec in inputs.items()
-    }
+    columns = {alias: [row[alias] for row in instances] for alias in inputs}
+    _check_json_elements(columns.values(), limits)
+    return {alias: _rows_to_array(columns[alias], spec, alias) for alias, spec in inputs.items()}
+
+
+def _json_elements(value: object) -> int:
+    """The values a JSON tensor declares by its first elements (as TF Serving reads its
+    shape); a ragged one that declares fewer is refused when it is walked."""
+    return math.prod(_dense_shape(value))
+
+
+def _check_json_elements(values: Iterable[object], limits: RequestLimits) -> None:
+    limits.check_request(sum(_json_elements(value) for value in values))
 
 
 def instances_to_arrays(
-    instances: object, inputs: Mapping[str, TensorSpec]
+    instances: object, inputs: Mapping[str, TensorSpec], limits: RequestLimits = DEFAULT_LIMITS
 ) -> dict[str, np.ndarray]:
     """Row format (`"instances"`): rows batched along a new dimension 0, per input alias.
 
     Rows are plain values/lists for a single input, or objects {alias: value} naming every
-    input (the form multi-input signatures require).
+    input (the form multi-input signatures require). The values they declare are counted
+    against `limits` before numpy allocates anything.
     """
     _require_inputs(inputs)
     if type(instances) is not list:
@@ -552,20 +576,24 @@ def instances_to_arrays(
     if not instances:
         raise errors.invalid_argument("No values in 'instances' array")
     if _is_named_row(instances[0]):
-        return _named_rows(instances, inputs)
+        return _named_rows(instances, inputs, limits)
     if len(inputs) > 1:
         raise errors.invalid_argument(
             "instances is a plain list, but expecting list of objects as multiple input "
             "tensors required as per tensorinfo_map"
         )
+    _check_json_elements([instances], limits)
     alias, spec = next(iter(inputs.items()))
     return {alias: _rows_to_array(instances, spec, None)}
 
 
-def columnar_to_arrays(inputs: object, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+def columnar_to_arrays(
+    inputs: object, specs: Mapping[str, TensorSpec], limits: RequestLimits = DEFAULT_LIMITS
+) -> dict[str, np.ndarray]:
     """Columnar format (`"inputs"`): one value for a single input, or {alias: value}.
 
-    Like TF Serving, keys of the object that name no input are ignored.
+    Like TF Serving, keys of the object that name no input are ignored. The values declared
+    are counted against `limits` before numpy allocates anything.
     """
     _require_inputs(specs)
     if not _is_named_row(inputs):
@@ -574,14 +602,17 @@ def columnar_to_arrays(inputs: object, specs: Mapping[str, TensorSpec]) -> dict[
                 "inputs is a plain value/list, but expecting an object as multiple input "
                 "tensors required as per tensorinfo_map"
             )
+        _check_json_elements([inputs], limits)
         alias, spec = next(iter(specs.items()))
         return {alias: _value_to_array(inputs, spec)}
-    arrays = {}
-    for alias, spec in specs.items():
+    for alias in specs:
         if alias not in inputs:  # type: ignore[operator]
             raise errors.invalid_argument(f"Missing named input: {alias} in 'inputs' object.")
-        arrays[alias] = _value_to_array(inputs[alias], spec)  # type: ignore[index]
-    return arrays
+    _check_json_elements((inputs[alias] for alias in specs), limits)  # type: ignore[index]
+    return {
+        alias: _value_to_array(inputs[alias], spec)  # type: ignore[index]
+        for alias, spec in specs.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------

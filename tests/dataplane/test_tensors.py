@@ -12,6 +12,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from dataplane import tensors
 from dataplane.errors import Code, ServingError
+from dataplane.limits import RequestLimits
 from dataplane.signatures import TensorSpec
 
 NUMERIC = [
@@ -573,3 +574,65 @@ def test_output_errors() -> None:
     assert _error(tensors.predictions_json, {"e": np.zeros((0, 2))}).message == (
         "Tensor name: e has invalid batch size: 0"
     )
+
+
+# --- request bounds (dataplane.limits) -------------------------------------------------------
+
+
+def test_declared_elements_come_from_the_shape_alone() -> None:
+    broadcast = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
+    broadcast.tensor_shape.dim.add(size=268435456)
+    assert tensors.declared_elements(broadcast) == 268435456
+    scalar = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
+    assert tensors.declared_elements(scalar) == 1
+
+
+def test_a_rank_beyond_tensorflows_is_refused_before_counting() -> None:
+    deep = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
+    for _ in range(255):
+        deep.tensor_shape.dim.add(size=2)
+    for call in (tensors.declared_elements, tensors.to_ndarray):
+        error = _error(call, deep)
+        assert error.code == Code.INVALID_ARGUMENT
+        assert error.message == "tensor shape has 255 dimensions, more than the limit of 254"
+
+
+LIMIT_4 = RequestLimits(max_request_elements=4)
+REFUSED_6 = (
+    "Request tensors have 6 elements in total, more than the limit of 4 (--max_request_elements)"
+)
+
+
+@pytest.mark.parametrize(
+    ("convert", "value", "specs"),
+    [
+        (tensors.instances_to_arrays, [[1, 2], [3, 4], [5, 6]], {"x": _spec(types_pb2.DT_FLOAT)}),
+        (tensors.columnar_to_arrays, [[1, 2, 3], [4, 5, 6]], {"x": _spec(types_pb2.DT_FLOAT)}),
+        (
+            tensors.instances_to_arrays,
+            [{"a": [1, 2], "b": 1}, {"a": [3, 4], "b": 2}],
+            {"a": _spec(types_pb2.DT_INT32, "a"), "b": _spec(types_pb2.DT_INT32, "b")},
+        ),
+        (
+            tensors.columnar_to_arrays,
+            {"a": [1, 2, 3, 4], "b": [[1, 2]], "ignored": [1] * 100},
+            {"a": _spec(types_pb2.DT_INT32, "a"), "b": _spec(types_pb2.DT_INT32, "b")},
+        ),
+        (
+            tensors.instances_to_arrays,
+            [[{"b64": "YQ=="}] * 3] * 2,
+            {"x": _spec(types_pb2.DT_STRING)},
+        ),
+    ],
+    ids=["rows", "columns", "named-rows", "named-columns", "b64"],
+)
+def test_json_tensors_past_the_bound_are_refused_in_every_format(convert, value, specs) -> None:
+    error = _error(convert, value, specs, LIMIT_4)
+    assert (error.code, error.message) == (Code.INVALID_ARGUMENT, REFUSED_6)
+
+
+def test_json_tensors_at_the_bound_are_converted() -> None:
+    arrays = tensors.instances_to_arrays(
+        [[1, 2], [3, 4]], {"x": _spec(types_pb2.DT_FLOAT)}, LIMIT_4
+    )
+    assert arrays["x"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
