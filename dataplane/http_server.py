@@ -45,6 +45,10 @@ _PAUSE_BYTES = 256 * 1024  # buffered input beyond which reading pauses while a 
 _LINGER_SECONDS = 1.0  # how long to drain an unread body before closing after an error
 _TICK_SECONDS = 0.1  # how often deadlines are checked
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2: methods, field names
+_MAX_LENGTH_DIGITS = 18  # any Content-Length this long is over every body limit
+_OVERLOADED = "Too many requests are waiting for a model (--rest_api_max_pending_requests={})"
+_TIMED_OUT = "Request timed out: no answer within {} ms (--rest_api_timeout_in_ms)"
 
 
 @dataclass(slots=True)
@@ -121,12 +125,16 @@ class _DateHeader:
 
 
 @dataclass(frozen=True, slots=True)
-class _Limits:
-    """What one connection may do: body size, per-request deadline, keep-alive idle time."""
+class HttpLimits:
+    """What clients may make the server hold, and for how long (0 or less: no bound on the
+    counts). Defaults are the REST flags' defaults (docs/security-limits.md)."""
 
-    max_body_bytes: int
-    request_timeout_s: float
-    idle_timeout_s: float
+    max_body_bytes: int = 32 * 1024 * 1024
+    request_timeout_s: float = 30.0  # to read one request
+    answer_timeout_s: float = 30.0  # for the handler's answer; past it, 504
+    idle_timeout_s: float = 60.0  # a keep-alive connection between requests
+    max_connections: int = 1024
+    max_pending: int = 256  # answers being waited for, across connections; past it, 503
 
 
 @dataclass(slots=True)
@@ -205,16 +213,20 @@ class RequestReader:
         method, target, version, headers = _parse_head(bytes(buffer[:end]))
         del buffer[: end + 4]
         self._scanned = 0
-        length = self._body_length(headers)
+        length = self._body_length(version, headers)
         self.needs_continue = bool(
             length and version == b"HTTP/1.1" and "100-continue" in headers.get("expect", "")
         )
         return _Head(method, target, version, headers, length)
 
-    def _body_length(self, headers: dict[str, str]) -> int | None:
+    def _body_length(self, version: bytes, headers: dict[str, str]) -> int | None:
+        """Where the body ends, refusing every framing two parsers could read differently
+        (the request-smuggling cases of RFC 9112 6.1 and 6.3)."""
         encoding = headers.get("transfer-encoding")
         length = headers.get("content-length")
         if encoding is not None:
+            if version != b"HTTP/1.1":
+                raise ProtocolError(400, "Transfer-Encoding is only allowed in HTTP/1.1")
             if length is not None:
                 raise ProtocolError(400, "Both Content-Length and Transfer-Encoding were sent")
             if encoding.strip().lower() != "chunked":
@@ -223,7 +235,9 @@ class RequestReader:
         if length is None:
             return 0
         if not (length.isascii() and length.isdigit()):
-            raise ProtocolError(400, f"Invalid Content-Length: {length}")
+            raise ProtocolError(400, f"Invalid Content-Length: {length[:40]}")
+        if len(length) > _MAX_LENGTH_DIGITS:  # and no int() of thousands of digits
+            raise _body_too_large(self._max_body)
         size = int(length)
         _check_size(size, self._max_body)
         return size
@@ -318,18 +332,26 @@ def _header_too_large() -> ProtocolError:
 
 def _check_size(size: int, limit: int) -> None:
     if size > limit:
-        raise ProtocolError(
-            413,
-            f"Request body is larger than the limit of {limit} bytes"
-            " (--rest_api_max_request_bytes)",
-        )
+        raise _body_too_large(limit)
+
+
+def _body_too_large(limit: int) -> ProtocolError:
+    return ProtocolError(
+        413, f"Request body is larger than the limit of {limit} bytes (--rest_api_max_body_bytes)"
+    )
 
 
 def _parse_head(head: bytes) -> tuple[str, bytes, bytes, dict[str, str]]:
-    """Request line and header fields, with bytes operations only."""
+    """Request line and header fields, with bytes operations only.
+
+    A CR or LF anywhere but in a CRLF, or a NUL, is refused rather than read past: parsers
+    in front of us may split the head there differently (RFC 9112 2.2)."""
+    crlf = head.count(b"\r\n")
+    if head.count(b"\r") != crlf or head.count(b"\n") != crlf or b"\0" in head:
+        raise ProtocolError(400, "Bare CR, LF or NUL in the request head")
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
         raise ProtocolError(400, "Malformed request line")
     method, target, version = parts
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
@@ -339,15 +361,14 @@ def _parse_head(head: bytes) -> tuple[str, bytes, bytes, dict[str, str]]:
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name[-1:] in (b" ", b"\t") or name[:1] in (b" ", b"\t"):
+        if not colon or not _TOKEN.fullmatch(name):
             raise ProtocolError(400, "Malformed header line")
         key = name.decode("latin-1").lower()
         text = value.strip(b" \t").decode("latin-1")
         if key in headers:
-            if key == "content-length" and headers[key] != text:
-                raise ProtocolError(400, "Conflicting Content-Length headers")
-            if key != "content-length":
-                headers[key] = f"{headers[key]}, {text}"
+            if key == "content-length":
+                raise ProtocolError(400, "More than one Content-Length header")
+            headers[key] = f"{headers[key]}, {text}"
         else:
             headers[key] = text
     return method.decode("latin-1"), target, version, headers
@@ -428,6 +449,7 @@ class _Connection(asyncio.Protocol):
         self._closing = False
         self.deadline = math.inf
         self._on_deadline: Callable[[], None] = self.abort
+        self.answer_deadline = math.inf  # for the answer waited for, apart from reading
 
     # asyncio.Protocol
 
@@ -464,9 +486,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        if self._waiting is not None:
-            self._waiting.cancel()  # a batched call drops this caller
-            self._waiting = None
+        waiting = self._waiting
+        if waiting is not None:
+            self._stop_waiting()
+            waiting.cancel()  # a batched call drops this caller
         self._server.forget(self)
 
     def pause_writing(self) -> None:
@@ -509,10 +532,15 @@ class _Connection(asyncio.Protocol):
             self._dispatch(parsed)
 
     def _dispatch(self, parsed: Parsed) -> None:
+        server = self._server
+        if server.overloaded():
+            self._answer(parsed, json_error(503, _OVERLOADED.format(server.limits.max_pending)))
+            self._restart_read_deadline()
+            return
         try:
-            answer = self._server.handler(parsed.request)
+            answer = server.handler(parsed.request)
         except Exception as exc:
-            answer = self._server.error_response(exc)
+            answer = server.error_response(exc)
         if isinstance(answer, Future):
             if not answer.done():
                 self._wait_for(parsed, answer)
@@ -524,7 +552,9 @@ class _Connection(asyncio.Protocol):
     def _wait_for(self, parsed: Parsed, answer: Future[Response]) -> None:
         self._waiting = answer
         self._answering = parsed
+        self._server.pending += 1
         self.deadline = math.inf
+        self.answer_deadline = self._server.loop.time() + self._server.limits.answer_timeout_s
         answer.add_done_callback(self._wake)
 
     def _wake(self, done: Future[Response]) -> None:
@@ -536,11 +566,31 @@ class _Connection(asyncio.Protocol):
         """On the loop: the awaited answer is ready (or was cancelled with the connection)."""
         if done is not self._waiting or self._closing:
             return
+        self._stop_waiting()
+        self._finish(self._server.settle(done))
+
+    def _answer_timed_out(self) -> None:
+        """The handler took longer than the request timeout: its work is cancelled (a batch
+        drops it; a model call already running finishes unseen) and the client gets 504."""
+        waiting = self._waiting
+        if waiting is None or self._closing:
+            return
+        self._stop_waiting()
+        waiting.cancel()
+        timeout_ms = round(self._server.limits.answer_timeout_s * 1000)
+        self._finish(json_error(504, _TIMED_OUT.format(timeout_ms)))
+
+    def _stop_waiting(self) -> None:
+        self._waiting = None
+        self.answer_deadline = math.inf
+        self._server.pending -= 1
+
+    def _finish(self, response: Response) -> None:
+        """Answer the request waited for, then go on with what the client sent meanwhile."""
         parsed = self._answering
         assert parsed is not None
-        self._waiting = None
         self._answering = None
-        self._answer(parsed, self._server.settle(done))
+        self._answer(parsed, response)
         if self._paused and not self._closing:
             self._paused = False
             if not self._blocked:
@@ -569,6 +619,8 @@ class _Connection(asyncio.Protocol):
         self._on_deadline = action
 
     def check_deadline(self, now: float) -> None:
+        if now >= self.answer_deadline:
+            self._answer_timed_out()
         if now >= self.deadline:
             self.deadline = math.inf
             self._on_deadline()
@@ -628,20 +680,17 @@ class HttpServer:
         *,
         host: str = "0.0.0.0",
         port: int = 0,
-        max_body_bytes: int = 256 * 1024 * 1024,
-        request_timeout_s: float = 30.0,
-        idle_timeout_s: float = 300.0,
-        max_connections: int = 1024,
+        limits: HttpLimits = HttpLimits(),
         common_headers: tuple[tuple[str, str], ...] = (),
         error_response: ErrorResponder = internal_error,
     ) -> None:
         self.handler = handler
         self.error_response = error_response
-        self.limits = _Limits(max_body_bytes, request_timeout_s, idle_timeout_s)
+        self.limits = limits
         self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         self.stopping = False
+        self.pending = 0  # answers being waited for, on every connection
         self._address = (host, port)
-        self._max_connections = max_connections
         self._common_headers = _header_lines(common_headers)
         self._date = _DateHeader()
         self._connections: set[_Connection] = set()
@@ -700,13 +749,19 @@ class HttpServer:
     # for connections
 
     def admit(self, connection: _Connection) -> bool:
-        if self.stopping or len(self._connections) >= self._max_connections:
+        cap = self.limits.max_connections
+        if self.stopping or (cap > 0 and len(self._connections) >= cap):
             return False
         self._connections.add(connection)
         return True
 
     def forget(self, connection: _Connection) -> None:
         self._connections.discard(connection)
+
+    def overloaded(self) -> bool:
+        """Whether as many answers as allowed are already being waited for."""
+        cap = self.limits.max_pending
+        return cap > 0 and self.pending >= cap
 
     def common_head(self) -> bytes:
         return self._date.line() + self._common_headers

@@ -29,7 +29,14 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from dataplane import errors
 from dataplane.errors import ServingError
-from dataplane.http_server import HttpServer, Request, Response, internal_error, json_error
+from dataplane.http_server import (
+    HttpLimits,
+    HttpServer,
+    Request,
+    Response,
+    internal_error,
+    json_error,
+)
 from dataplane.inference import (
     Classification,
     Examples,
@@ -72,6 +79,10 @@ _CORS_HEADERS = (
     ("Access-Control-Allow-Headers", "Content-Type"),
 )
 _NO_PRESENCE = {"always_print_fields_with_no_presence": True, "indent": 1}
+_NO_TIMEOUT_S = 24 * 3600.0  # what --rest_api_timeout_in_ms=0 means
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included
+_BRACKETS = frozenset(b"[{]}")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
 
 
 class RestApi:
@@ -83,9 +94,14 @@ class RestApi:
     """
 
     def __init__(
-        self, service: InferenceService, extra_routes: Mapping[str, ExtraRoute], cors: bool
+        self,
+        service: InferenceService,
+        extra_routes: Mapping[str, ExtraRoute],
+        cors: bool,
+        max_json_depth: int = 100,
     ) -> None:
         self._service = service
+        self._max_json_depth = max_json_depth
         self._extra_routes = dict(extra_routes)
         self._cors = cors
         self._verbs: dict[str, Callable[[ModelRef, bytes], Future[Response]]] = {
@@ -128,7 +144,7 @@ class RestApi:
         raise errors.invalid_argument(f"Malformed request: {method} {path}")
 
     def _predict(self, ref: ModelRef, body: bytes) -> Future[Response]:
-        document = _parse_json_object(body)
+        document = _parse_json_object(body, self._max_json_depth)
         signature_name = _signature_name(document)
         encode = predictions_json if "instances" in document else outputs_json
 
@@ -141,12 +157,12 @@ class RestApi:
         return self._service.submit(plan, lambda done: Response(200, encode(done.outputs)))
 
     def _classify(self, ref: ModelRef, body: bytes) -> Future[Response]:
-        signature_name, examples = _examples_request(body)
+        signature_name, examples = _examples_request(body, self._max_json_depth)
         plan = self._service.classify_plan(ref, signature_name, examples)
         return self._service.submit(plan, lambda done: Response(200, _classification_json(done)))
 
     def _regress(self, ref: ModelRef, body: bytes) -> Future[Response]:
-        signature_name, examples = _examples_request(body)
+        signature_name, examples = _examples_request(body, self._max_json_depth)
         plan = self._service.regress_plan(ref, signature_name, examples)
         return self._service.submit(plan, lambda done: Response(200, _regression_json(done)))
 
@@ -188,13 +204,11 @@ class RestServer:
         extra_routes: Mapping[str, ExtraRoute] | None = None,
     ) -> None:
         cors = options.rest_api_enable_cors_support
-        api = RestApi(service, extra_routes or {}, cors)
-        timeout_ms = options.rest_api_timeout_in_ms
+        api = RestApi(service, extra_routes or {}, cors, options.rest_api_max_json_depth)
         self._http = HttpServer(
             api.handle,
             port=options.rest_api_port,
-            max_body_bytes=options.rest_api_max_body_bytes,
-            request_timeout_s=timeout_ms / 1000 if timeout_ms > 0 else 24 * 3600.0,
+            limits=http_limits(options),
             common_headers=_CORS_HEADERS if cors else (),
             error_response=error_response,
         )
@@ -208,6 +222,21 @@ class RestServer:
 
     def stop(self, grace_seconds: float) -> None:
         self._http.stop(grace_seconds)
+
+
+def http_limits(options: ServerOptions) -> HttpLimits:
+    """The REST flags as the HTTP layer's limits; --rest_api_timeout_in_ms bounds both
+    reading a request and answering it, as one budget a client can reason about."""
+    timeout_ms = options.rest_api_timeout_in_ms
+    timeout_s = timeout_ms / 1000 if timeout_ms > 0 else _NO_TIMEOUT_S
+    return HttpLimits(
+        max_body_bytes=options.rest_api_max_body_bytes,
+        request_timeout_s=timeout_s,
+        answer_timeout_s=timeout_s,
+        idle_timeout_s=options.rest_api_idle_timeout_in_ms / 1000,
+        max_connections=options.rest_api_max_connections,
+        max_pending=options.rest_api_max_pending_requests,
+    )
 
 
 def error_response(exc: BaseException) -> Response:
@@ -228,12 +257,21 @@ def _model_ref(name: str, version: str | None, label: str | None) -> ModelRef:
     return ModelRef(unquote(name) if "%" in name else name, number, label and unquote(label))
 
 
-def _parse_json_object(body: bytes) -> dict[str, Any]:
+def _parse_json_object(body: bytes, max_depth: int) -> dict[str, Any]:
     """Parse a request body with orjson, falling back to the stdlib parser, which also
-    accepts the NaN/Infinity tokens api_rest.md allows and integers beyond 64 bits."""
+    accepts the NaN/Infinity tokens api_rest.md allows and integers beyond 64 bits.
+
+    Nesting deeper than `max_depth` is refused first, so neither parser nor any walk over
+    the document recurses without bound; a lone surrogate (which orjson refuses and the
+    stdlib would let through into strings no encoder takes) is refused as rapidjson does."""
+    _check_depth(body, max_depth)
     try:
         document = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" in str(exc):
+            raise errors.invalid_argument(
+                f"JSON Parse error: The surrogate pair in string is invalid. at offset: {exc.pos}"
+            ) from None
         document = _parse_lenient(body)
     if not isinstance(document, dict):
         raise errors.invalid_argument(f"JSON Value: {_snippet(document)} Is not object")
@@ -252,10 +290,33 @@ def _parse_lenient(body: bytes) -> Any:
     except json.JSONDecodeError as exc:
         message = "Invalid value." if exc.msg == "Expecting value" else f"{exc.msg}."
         raise errors.invalid_argument(f"JSON Parse error: {message} at offset: {exc.pos}") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.int_info)
+        raise errors.invalid_argument(
+            "JSON Parse error: Number too big to be stored in double."
+        ) from None
     except RecursionError:
         raise errors.invalid_argument(
             "JSON Parse error: The document is nested too deeply"
         ) from None
+
+
+def _check_depth(body: bytes, max_depth: int) -> None:
+    """Refuse JSON nested deeper than `max_depth` arrays/objects (0: no bound).
+
+    A body with no more opening brackets than the bound cannot exceed it (two byte counts,
+    the usual case); otherwise strings are blanked out and the brackets left are summed.
+    """
+    if not max_depth or body.count(b"[") + body.count(b"{") <= max_depth:
+        return
+    brackets = _STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
+    steps = np.frombuffer(brackets, np.uint8)
+    opens = (steps == ord("[")) | (steps == ord("{"))
+    depth = int(np.cumsum(np.where(opens, 1, -1), dtype=np.int32).max(initial=0))
+    if depth > max_depth:
+        raise errors.invalid_argument(
+            f"JSON Parse error: The document is nested {depth} levels deep, more than the "
+            f"limit of {max_depth} (--rest_api_max_json_depth)"
+        )
 
 
 def _snippet(value: Any) -> str:
@@ -293,9 +354,9 @@ def _decode_predict_inputs(
 # --------------------------------------------------------------------------- classify/regress
 
 
-def _examples_request(body: bytes) -> tuple[str, Examples]:
+def _examples_request(body: bytes, max_depth: int) -> tuple[str, Examples]:
     """`{"signature_name", "context", "examples"}` as serialized tf.Example protos."""
-    document = _parse_json_object(body)
+    document = _parse_json_object(body, max_depth)
     signature_name = _signature_name(document)
     context = _example(document["context"]) if "context" in document else None
     examples = document.get("examples")

@@ -16,7 +16,15 @@ from concurrent.futures import Future
 import orjson
 import pytest
 
-from dataplane.http_server import HttpServer, ProtocolError, Request, RequestReader, Response
+from dataplane.http_server import (
+    Handler,
+    HttpLimits,
+    HttpServer,
+    ProtocolError,
+    Request,
+    RequestReader,
+    Response,
+)
 
 TIMEOUT_S = 0.5
 
@@ -92,15 +100,16 @@ class Client:
         self.sock.close()
 
 
-def start_server(**kwargs: object) -> HttpServer:
-    settings: dict[str, object] = {
-        "host": "127.0.0.1",
+def start_server(handler: Handler = echo, **limits: float) -> HttpServer:
+    """A server on loopback with small limits; `limits` overrides HttpLimits fields."""
+    settings: dict[str, float] = {
         "max_body_bytes": 1000,
         "request_timeout_s": TIMEOUT_S,
+        "answer_timeout_s": 5.0,
         "idle_timeout_s": 2.0,
     }
-    settings.update(kwargs)
-    server = HttpServer(echo, **settings)  # type: ignore[arg-type]
+    settings.update(limits)
+    server = HttpServer(handler, host="127.0.0.1", limits=HttpLimits(**settings))  # type: ignore[arg-type]
     server.start()
     return server
 
@@ -234,8 +243,7 @@ def test_oversized_content_length_is_rejected_before_the_body(server: HttpServer
     status, headers, body = client.response()
     assert (status, headers["connection"]) == (413, "close")
     assert orjson.loads(body) == {
-        "error": "Request body is larger than the limit of 1000 bytes "
-        "(--rest_api_max_request_bytes)"
+        "error": "Request body is larger than the limit of 1000 bytes (--rest_api_max_body_bytes)"
     }
     client.close()
     assert_serves(server)
@@ -274,8 +282,51 @@ def test_oversized_chunked_body_is_rejected(server: HttpServer) -> None:
         (
             b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             400,
-            "Conflicting Content-Length headers",
+            "More than one Content-Length header",
         ),
+        (
+            b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            400,
+            "More than one Content-Length header",
+        ),
+        (
+            b"POST /a HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+            413,
+            "Request body is larger than the limit of 1000 bytes (--rest_api_max_body_bytes)",
+        ),
+        (
+            b"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            "Transfer-Encoding is only allowed in HTTP/1.1",
+        ),
+        (
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            "Unsupported Transfer-Encoding: chunked, chunked",
+        ),
+        (
+            b"GET /a HTTP/1.1\r\nX-A: 1\rContent-Length: 5\r\n\r\n",
+            400,
+            "Bare CR, LF or NUL in the request head",
+        ),
+        (
+            b"GET /a HTTP/1.1\r\nX-A: 1\nContent-Length: 5\r\n\r\n",
+            400,
+            "Bare CR, LF or NUL in the request head",
+        ),
+        (
+            b"GET /a HTTP/1.1\r\nX-A: 1\x00\r\n\r\n",
+            400,
+            "Bare CR, LF or NUL in the request head",
+        ),
+        (
+            b"GET /a\n HTTP/1.1\r\n\r\n",
+            400,
+            "Bare CR, LF or NUL in the request head",
+        ),
+        (b"GET /a HTTP/1.1\r\n folded: x\r\n\r\n", 400, "Malformed header line"),
+        (b"GET /a HTTP/1.1\r\nContent\x0bLength: 1\r\n\r\n", 400, "Malformed header line"),
+        (b"G(T /a HTTP/1.1\r\n\r\n", 400, "Malformed request line"),
         (
             b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             400,
@@ -614,3 +665,72 @@ def test_reader_answers_any_bytes_with_requests_or_a_protocol_error() -> None:
         except ProtocolError:
             outcomes["protocol errors"] += 1
     assert all(count > 200 for count in outcomes.values()), outcomes  # both paths exercised
+
+
+def held_answers(futures: list[Future[Response]]) -> Handler:
+    """A handler whose `/held` answers wait (as batched model calls do) until the test sets
+    them; anything else is echoed at once."""
+
+    def handle(request: Request) -> Response | Future[Response]:
+        if request.path != "/held":
+            return echoed(request)
+        answer: Future[Response] = Future()
+        futures.append(answer)
+        return answer
+
+    return handle
+
+
+def test_an_answer_slower_than_the_timeout_is_a_504_and_its_work_is_cancelled() -> None:
+    futures: list[Future[Response]] = []
+    server = start_server(held_answers(futures), answer_timeout_s=0.3)
+    try:
+        client = Client(server.port)
+        started = time.monotonic()
+        client.send(get("/held"))
+        status, headers, body = client.response()
+        assert (status, orjson.loads(body)) == (
+            504,
+            {"error": "Request timed out: no answer within 300 ms (--rest_api_timeout_in_ms)"},
+        )
+        assert 0.25 < time.monotonic() - started < 3.0
+        assert futures[0].cancelled() and "connection" not in headers  # kept alive
+        client.send(get("/after"))
+        assert orjson.loads(client.response()[2])["path"] == "/after"
+        client.close()
+    finally:
+        server.stop(1.0)
+
+
+def test_requests_beyond_the_pending_bound_get_503_at_once() -> None:
+    futures: list[Future[Response]] = []
+    server = start_server(held_answers(futures), max_pending=2)
+    try:
+        held = [Client(server.port) for _ in range(2)]
+        for client in held:
+            client.send(get("/held"))
+        deadline = time.monotonic() + 5
+        while len(futures) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        extra = Client(server.port)
+        extra.send(get("/held"))
+        status, _, body = extra.response()
+        assert (status, orjson.loads(body)) == (
+            503,
+            {
+                "error": "Too many requests are waiting for a model "
+                "(--rest_api_max_pending_requests=2)"
+            },
+        )
+        assert len(futures) == 2  # the refused request never reached the handler
+        futures[0].set_result(Response(200, b"{}"))
+        assert held[0].response()[0] == 200
+        extra.send(get("/held"))  # one answer fewer is waited for: admitted again
+        deadline = time.monotonic() + 5
+        while len(futures) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(futures) == 3
+        for client in (*held, extra):
+            client.close()
+    finally:
+        server.stop(1.0)

@@ -343,7 +343,7 @@ def test_oversized_body_is_413_with_an_error_body(
         413,
         {
             "error": f"Request body is larger than the limit of {MAX_REQUEST_BYTES} bytes "
-            "(--rest_api_max_request_bytes)"
+            "(--rest_api_max_body_bytes)"
         },
     )
 
