@@ -54,6 +54,9 @@ _TYPED_FIELDS: dict[int, tuple[str, np.dtype]] = {
     types_pb2.DT_STRING: ("string_val", np.dtype(object)),
 }
 _HALF_BITS = (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16)
+# Typed fields are filled this many values at a time: `tolist()` makes a Python object per
+# value (~32 bytes), so a whole 16M-element answer at once would hold 512 MB just in passing.
+_EXTEND_CHUNK = 1 << 20
 MAX_RANK = 254  # TensorShape's kMaxDims: also keeps counting a declared shape cheap
 
 
@@ -222,7 +225,9 @@ def _fill_values(
         flat = flat.view(wire)
     elif enum in _HALF_BITS:
         flat = flat.view(np.uint16)
-    getattr(proto, field).extend(flat.tolist())
+    values = getattr(proto, field)
+    for start in range(0, flat.size, _EXTEND_CHUNK):
+        values.extend(flat[start : start + _EXTEND_CHUNK].tolist())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,8 +27,10 @@ from tensorflow_serving.apis import (
 
 from dataplane import tensors
 from dataplane.batching import BatchingConfig, BatchingRunner
+from dataplane.errors import ServingError
 from dataplane.grpc_service import PredictionHandlers
 from dataplane.inference import InferenceService
+from dataplane.limits import RequestLimits
 from examples.builders import keras_expected
 from tests.dataplane.fakes import OneModel
 from tests.support.processes import DataPlaneProcess, start_dataplane
@@ -505,3 +507,24 @@ def test_a_joint_whose_values_do_not_decode_fails_without_counting(coalescing_ha
     assert [list(joint.members) for joint in joints] == [[1, 2]]
     assert joints[0].answers.exception(5) is not None  # the front end serves each alone
     assert recorded.requests == []
+
+
+def test_coalesced_requests_past_the_element_bound_fail_as_a_group(half_plus_two) -> None:
+    runner = BatchingRunner(BatchingConfig(max_batch_size=8, num_batch_threads=1))
+    service = InferenceService(
+        OneModel(half_plus_two),  # type: ignore[arg-type]
+        runner=runner,
+        limits=RequestLimits(max_request_elements=2),
+    )
+    handlers = PredictionHandlers(service, tensor_content=False, coalesce=True)
+    try:
+        within = handlers.coalesce_predicts([content_request("h", [[1.0], [2.0]])] * 2)
+        assert within[0].answers.exception(5) is None  # 2 each: merged and served
+        beyond = handlers.coalesce_predicts([content_request("h", [[1.0], [2.0], [3.0]])] * 2)
+        error = beyond[0].answers.exception(5)
+        assert isinstance(error, ServingError) and error.message == (
+            "Request tensors have 3 elements in total, more than the limit of 2 "
+            "(--max_request_elements)"
+        )
+    finally:
+        runner.close()

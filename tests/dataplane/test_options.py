@@ -72,3 +72,19 @@ def test_cli_rejects_unknown_flag_without_starting():
     )
     assert result.returncode == 2
     assert "unknown command line flag(s): --bogus_flag=1" in result.stderr
+
+
+def test_the_old_body_limit_name_is_an_alias():
+    assert parse_options(["--rest_api_max_request_bytes=1000"]).rest_api_max_body_bytes == 1000
+    assert parse_options(["--rest_api_max_body_bytes=2000"]).rest_api_max_body_bytes == 2000
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["max_request_elements", "rest_api_max_body_bytes", "rest_api_max_pending_requests"],
+)
+def test_negative_bounds_are_refused(flag: str, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as info:
+        parse_options([f"--{flag}=-1"])
+    assert info.value.code == 2
+    assert f"--{flag} must be >= 0" in capsys.readouterr().err

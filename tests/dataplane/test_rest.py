@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 import requests
 
+from dataplane.http_server import HttpLimits
 from dataplane.inference import InferenceService, run_direct
 from dataplane.manager import ModelManager
 from dataplane.options import ServerOptions
-from dataplane.rest import RestServer
+from dataplane.rest import RestServer, http_limits
 from dataplane.servable import load_servable
 from tests.dataplane.fakes import OneModel
 from tests.support.processes import DataPlaneProcess, start_dataplane
@@ -636,3 +637,22 @@ def test_a_slow_model_runs_off_the_loop_and_others_are_served_meanwhile(half_plu
         finally:
             server.stop(1.0)
     assert threads == ["offload_0"]
+
+
+def test_rest_flags_become_the_http_limits() -> None:
+    options = ServerOptions(
+        rest_api_timeout_in_ms=1500,
+        rest_api_max_body_bytes=10,
+        rest_api_idle_timeout_in_ms=2500,
+        rest_api_max_connections=3,
+        rest_api_max_pending_requests=4,
+    )
+    assert http_limits(options) == HttpLimits(
+        max_body_bytes=10,
+        request_timeout_s=1.5,
+        answer_timeout_s=1.5,
+        idle_timeout_s=2.5,
+        max_connections=3,
+        max_pending=4,
+    )
+    assert http_limits(ServerOptions(rest_api_timeout_in_ms=0)).answer_timeout_s == 24 * 3600.0

@@ -636,3 +636,10 @@ def test_json_tensors_at_the_bound_are_converted() -> None:
         [[1, 2], [3, 4]], {"x": _spec(types_pb2.DT_FLOAT)}, LIMIT_4
     )
     assert arrays["x"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_typed_fields_larger_than_one_fill_step_keep_every_value() -> None:
+    array = np.arange(tensors._EXTEND_CHUNK * 2 + 3, dtype=np.int32)
+    proto = tensor_pb2.TensorProto()
+    tensors.fill_tensor_proto(proto, array, as_tensor_content=False)
+    np.testing.assert_array_equal(tensors.to_ndarray(proto), array)
