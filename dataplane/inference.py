@@ -91,14 +91,14 @@ class Examples:
 
     Concatenating serialized protos merges them, so `context + example` gives each example the
     context's features with its own taking precedence, exactly as TF Serving builds the batch.
-    `values` and `context_values` count the feature values, for the request bound: the context
-    is merged into every example, so it counts once per example.
+    `protos` (and `context_proto`) are the messages they came from, kept to count their
+    feature values for the request bound when that count could matter.
     """
 
     serialized: Sequence[bytes]
     context: bytes = b""
-    values: int = 0
-    context_values: int = 0
+    protos: Sequence[example_pb2.Example] = ()
+    context_proto: example_pb2.Example | None = None
 
     @classmethod
     def from_protos(
@@ -106,22 +106,29 @@ class Examples:
         examples: Iterable[example_pb2.Example],
         context: example_pb2.Example | None = None,
     ) -> Examples:
-        """Serialize and count each example (and the context) once, however they arrived."""
-        serialized = []
-        values = 0
-        for example in examples:
-            serialized.append(example.SerializeToString())
-            values += _feature_values(example)
+        protos = list(examples)
+        serialized = [example.SerializeToString() for example in protos]
         if context is None:
-            return cls(serialized, b"", values)
-        return cls(serialized, context.SerializeToString(), values, _feature_values(context))
+            return cls(serialized, b"", protos)
+        return cls(serialized, context.SerializeToString(), protos, context)
 
     def check(self, limits: RequestLimits) -> None:
         """Refuse a batch whose merged form would exceed the request bound, before building
-        it: a large context times many (even empty) examples is the amplification here."""
+        it: a large context times many (even empty) examples is the amplification here.
+
+        The elements are the examples plus their feature values, the context's once per
+        example. Every value takes at least one serialized byte, so while the merged bytes
+        and the examples together stay within the bound the values cannot exceed it, and the
+        (per-feature, slow) count is skipped."""
         count = len(self.serialized)
-        limits.check_request(count + self.values + self.context_values * count)
-        limits.check_serialized(sum(map(len, self.serialized)) + len(self.context) * count)
+        merged = sum(map(len, self.serialized)) + len(self.context) * count
+        limits.check_serialized(merged)
+        if not limits.max_request_elements or count + merged <= limits.max_request_elements:
+            return
+        values = sum(map(_feature_values, self.protos))
+        if self.context_proto is not None:
+            values += _feature_values(self.context_proto) * count
+        limits.check_request(count + values)
 
     def tensor(self) -> np.ndarray:
         if not self.serialized:

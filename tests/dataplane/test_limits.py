@@ -61,15 +61,19 @@ def _example(**floats: list[float]) -> example_pb2.Example:
     return example
 
 
+def _ints(name: str, count: int) -> example_pb2.Example:
+    example = example_pb2.Example()
+    example.features.feature[name].int64_list.value.extend([0] * count)
+    return example
+
+
 def test_examples_count_their_values_and_the_context_once_per_example() -> None:
-    context = _example(c=[1.0, 2.0, 3.0])
-    examples = Examples.from_protos([_example(x=[1.0]), _example(x=[2.0, 3.0])], context)
-    assert (examples.values, examples.context_values) == (3, 3)
-    assert examples.serialized[0] == _example(x=[1.0]).SerializeToString()
-    # 2 examples + 3 own values + 3 context values merged into each of the 2 = 11
-    examples.check(RequestLimits(max_request_elements=11))
-    error = _refusal(examples.check, RequestLimits(max_request_elements=10))
-    assert error.message.startswith("Request tensors have 11 elements in total")
+    examples = Examples.from_protos([_ints("x", 1), _ints("x", 1)], _ints("c", 30))
+    assert examples.serialized[0] == _ints("x", 1).SerializeToString()
+    # 2 examples + 2 own values + 30 context values merged into each of the 2 = 64
+    examples.check(RequestLimits(max_request_elements=64))
+    error = _refusal(examples.check, RequestLimits(max_request_elements=63))
+    assert error.message.startswith("Request tensors have 64 elements in total")
 
 
 def test_a_large_context_merged_into_many_empty_examples_is_refused_by_its_bytes() -> None:
