@@ -13,9 +13,11 @@ against the previous thread-per-connection server, throughput at 32 clients went
 (docs/performance.md). Handlers therefore must not block.
 
 Keep-alive, pipelining (a connection's requests are answered strictly in order), Content-Length
-and chunked bodies, `Expect: 100-continue`, HEAD, HTTP/1.0, a body size limit, per-request read
-deadlines, an idle timeout, a connection limit and a graceful drain are handled here; nothing a
-client sends can raise out of the loop.
+and chunked bodies, `Expect: 100-continue`, HEAD, HTTP/1.0 and a graceful drain are handled
+here, and every bound a client could push on (`HttpLimits`: body size, read and answer
+deadlines, idle time, connections, answers waited for); framings that another parser could read
+differently are refused rather than guessed at. Nothing a client sends can raise out of the
+loop. docs/security-limits.md lists each limit and its answer.
 """
 
 from __future__ import annotations
