@@ -282,7 +282,7 @@ def _parse_lenient(body: bytes) -> Any:
     if not body.strip():
         raise errors.invalid_argument("JSON Parse error: The document is empty")
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"), parse_float=_finite_float)
     except UnicodeDecodeError as exc:
         raise errors.invalid_argument(
             f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}"
@@ -290,7 +290,7 @@ def _parse_lenient(body: bytes) -> Any:
     except json.JSONDecodeError as exc:
         message = "Invalid value." if exc.msg == "Expecting value" else f"{exc.msg}."
         raise errors.invalid_argument(f"JSON Parse error: {message} at offset: {exc.pos}") from None
-    except ValueError:  # an integer of more digits than Python converts (sys.int_info)
+    except ValueError:  # from _finite_float, or an integer of more digits than int() takes
         raise errors.invalid_argument(
             "JSON Parse error: Number too big to be stored in double."
         ) from None
@@ -298,6 +298,15 @@ def _parse_lenient(body: bytes) -> Any:
         raise errors.invalid_argument(
             "JSON Parse error: The document is nested too deeply"
         ) from None
+
+
+def _finite_float(text: str) -> float:
+    """A decimal literal as a float; one beyond the double range (1e400) is refused, as
+    rapidjson refuses it, rather than read as infinity (only the Infinity token means that)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(text)
+    return value
 
 
 def _check_depth(body: bytes, max_depth: int) -> None:

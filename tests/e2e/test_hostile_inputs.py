@@ -294,8 +294,11 @@ def test_a_lone_surrogate_is_a_parse_error(dataplane: Any) -> None:
     )
 
 
-def test_an_integer_of_thousands_of_digits_is_a_parse_error(dataplane: Any) -> None:
-    body = b'{"instances": [' + b"9" * 10_000 + b"]}"
+@pytest.mark.parametrize(
+    "number", [b"9" * 10_000, b"1" + b"0" * 400 + b".5", b"-1e400"], ids=["int", "decimal", "exp"]
+)
+def test_numbers_beyond_a_double_are_a_parse_error(dataplane: Any, number: bytes) -> None:
+    body = b'{"instances": [' + number + b"]}"
     assert rest(dataplane, body) == (
         400,
         {"error": "JSON Parse error: Number too big to be stored in double."},
