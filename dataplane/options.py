@@ -12,6 +12,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+from dataplane.limits import DEFAULT_MAX_ELEMENTS
+
 
 def _parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
@@ -37,8 +39,8 @@ class ServerOptions:
     rest_api_idle_timeout_in_ms: int = 60_000
     rest_api_max_connections: int = 1024
     rest_api_max_pending_requests: int = 256
-    max_request_elements: int = 1 << 24
-    max_response_elements: int = 1 << 24
+    max_request_elements: int = DEFAULT_MAX_ELEMENTS
+    max_response_elements: int = DEFAULT_MAX_ELEMENTS
     grpc_max_threads: int = 0
     grpc_channel_arguments: str = ""
     grpc_dispatcher_spin_micros: int = 300
