@@ -656,3 +656,21 @@ def test_rest_flags_become_the_http_limits() -> None:
         max_pending=4,
     )
     assert http_limits(ServerOptions(rest_api_timeout_in_ms=0)).answer_timeout_s == 24 * 3600.0
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(
+    dataplane: str, session: requests.Session
+) -> None:
+    text = '\\"[' * 150 + "{" * 150  # escaped quotes and brackets, all inside one string
+    body = '{"instances": [[1.0], [2.0]], "signature_name": "' + text + '"}'
+    status, answer = call(session, dataplane, "POST", f"{HPT}:predict", body)
+    assert status == 400  # parsed, then the signature is unknown: no nesting refusal
+    assert "nested" not in answer["error"] and "signature" in answer["error"].lower()
+    nested = '{"instances": ' + "[" * 101 + "1" + "]" * 101 + "}"
+    assert call(session, dataplane, "POST", f"{HPT}:predict", nested) == (
+        400,
+        {
+            "error": "JSON Parse error: The document is nested 102 levels deep, more than the "
+            "limit of 100 (--rest_api_max_json_depth)"
+        },
+    )
