@@ -101,7 +101,8 @@ _HELP: dict[str, str] = {
     "--rest_api_max_request_bytes is an alias)",
     "rest_api_max_json_depth": "Deepest nesting of JSON arrays/objects accepted, else 400 "
     "(modelplane)",
-    "rest_api_idle_timeout_in_ms": "Close a keep-alive connection idle this long (modelplane)",
+    "rest_api_idle_timeout_in_ms": "Close a keep-alive connection idle this long; 0: a day "
+    "(modelplane)",
     "rest_api_max_connections": "Open REST connections at most; more get 503 (modelplane)",
     "rest_api_max_pending_requests": "REST requests waiting for a model at most; more get 503 "
     "at once (modelplane)",

@@ -79,7 +79,7 @@ _CORS_HEADERS = (
     ("Access-Control-Allow-Headers", "Content-Type"),
 )
 _NO_PRESENCE = {"always_print_fields_with_no_presence": True, "indent": 1}
-_NO_TIMEOUT_S = 24 * 3600.0  # what --rest_api_timeout_in_ms=0 means
+_NO_TIMEOUT_S = 24 * 3600.0  # what a timeout flag of 0 means
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included
 _BRACKETS = frozenset(b"[{]}")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
@@ -227,16 +227,20 @@ class RestServer:
 def http_limits(options: ServerOptions) -> HttpLimits:
     """The REST flags as the HTTP layer's limits; --rest_api_timeout_in_ms bounds both
     reading a request and answering it, as one budget a client can reason about."""
-    timeout_ms = options.rest_api_timeout_in_ms
-    timeout_s = timeout_ms / 1000 if timeout_ms > 0 else _NO_TIMEOUT_S
+    timeout_s = _seconds(options.rest_api_timeout_in_ms)
     return HttpLimits(
         max_body_bytes=options.rest_api_max_body_bytes,
         request_timeout_s=timeout_s,
         answer_timeout_s=timeout_s,
-        idle_timeout_s=options.rest_api_idle_timeout_in_ms / 1000,
+        idle_timeout_s=_seconds(options.rest_api_idle_timeout_in_ms),
         max_connections=options.rest_api_max_connections,
         max_pending=options.rest_api_max_pending_requests,
     )
+
+
+def _seconds(milliseconds: int) -> float:
+    """A timeout flag in seconds; 0 means none, which the HTTP layer takes as a day."""
+    return milliseconds / 1000 if milliseconds > 0 else _NO_TIMEOUT_S
 
 
 def error_response(exc: BaseException) -> Response:

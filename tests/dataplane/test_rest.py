@@ -655,7 +655,8 @@ def test_rest_flags_become_the_http_limits() -> None:
         max_connections=3,
         max_pending=4,
     )
-    assert http_limits(ServerOptions(rest_api_timeout_in_ms=0)).answer_timeout_s == 24 * 3600.0
+    unbounded = http_limits(ServerOptions(rest_api_timeout_in_ms=0, rest_api_idle_timeout_in_ms=0))
+    assert unbounded.answer_timeout_s == unbounded.idle_timeout_s == 24 * 3600.0
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(
