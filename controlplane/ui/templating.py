@@ -18,6 +18,11 @@ TONES = {
     "END": "idle",
     "error": "bad",
     "unreachable": "bad",
+    # Credentials (the tokens and admins page).
+    "active": "ok",
+    "expired": "idle",
+    "revoked": "bad",
+    "disabled": "bad",
 }
 
 

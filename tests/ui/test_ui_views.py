@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from controlplane import auth, planes, store
+from controlplane import audit, auth, planes, store
 from controlplane.config import Settings
 from controlplane.db import Database
 from tests.support.controlplane import running_app
@@ -168,7 +168,7 @@ def test_login_itself_needs_a_csrf_token(client: FlaskClient, admin: str):
 
 
 def test_the_bearer_token_api_is_not_subject_to_csrf(app: Flask, db: Database):
-    token = auth.create_token(db, "automation")
+    token = auth.create_token(db, "automation", "write")
     body = {"name": "api_made", "base_path": "/models/api_made", "model_platform": "tensorflow"}
     response = app.test_client().post(
         "/api/v1/models", json=body, headers={"Authorization": f"Bearer {token}"}
@@ -187,7 +187,7 @@ def test_pages_hold_no_secret_and_send_security_headers(
 
     from controlplane.models import AdminUser
 
-    api_token = auth.create_token(db, "hidden")
+    api_token = auth.create_token(db, "hidden", "read")
     assert create(signed_in).status_code == 302
     with db.transaction() as session:
         password_hash = session.scalar(select(AdminUser.password_hash))
@@ -214,7 +214,7 @@ def test_create_model_records_who_did_it(signed_in: FlaskClient, db: Database, a
     model = store.get_model(db, "digits").to_json()
     assert model["model_version_policy"] == {"specific": {"versions": [1, 2]}}
     assert model["base_path"] == "/models/digits"
-    entry = store.audit_log(db)[0]
+    entry = audit.recent(db)[0]
     assert (entry["actor"], entry["action"], entry["revision"]) == (admin, "model.create", 1)
     assert "admin:alice" in html(signed_in.get("/audit"))
 
@@ -308,9 +308,9 @@ def test_move_and_remove_a_label(signed_in: FlaskClient, db: Database, admin: st
     removed = post_form(signed_in, "/models/digits/labels/stable/delete", {"revision": "3"})
     assert removed.status_code == 302
     assert store.get_model(db, "digits").config.version_labels == {}
-    actions = [e["action"] for e in store.audit_log(db)]
+    actions = [e["action"] for e in audit.recent(db)]
     assert actions[:3] == ["label.delete", "label.set", "label.set"]
-    assert store.audit_log(db)[0]["actor"] == admin
+    assert audit.recent(db)[0]["actor"] == admin
 
 
 def test_delete_a_model_after_confirmation(signed_in: FlaskClient, db: Database):
@@ -413,4 +413,4 @@ def test_remove_a_data_plane_after_confirmation(signed_in: FlaskClient, db: Data
     assert "Remove data plane 10.0.0.7:8500?" in confirm
     assert post_form(signed_in, f"/dataplanes/{plane.id}/delete", {}).status_code == 302
     assert planes.list_planes(db) == []
-    assert store.audit_log(db)[0]["action"] == "dataplane.delete"
+    assert audit.recent(db)[0]["action"] == "dataplane.delete"
