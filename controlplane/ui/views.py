@@ -157,7 +157,7 @@ def throttled(username: str, retry_after: int) -> Response:
         f"Too many failed sign-ins. Try again in {retry_after} s (about {minutes} min); "
         "every further block lasts longer."
     )
-    html = render_template("login.html", username=username, error=error, throttled=True)
+    html = render_template("login.html", username=username, error=error)
     response = make_response(html, 429)
     response.headers["Retry-After"] = str(retry_after)
     return response
