@@ -268,12 +268,6 @@ def audit_log() -> Any:
 # -- credentials ------------------------------------------------------------------------------
 
 
-@bp.errorhandler(ValueError)
-def invalid_value(err: ValueError) -> Any:
-    """The credential checks (auth.valid_*) raise ValueError with a message for the caller."""
-    return jsonify(error=str(err)), 400
-
-
 @bp.get("/tokens")
 @requires("admin")
 def list_tokens() -> Any:

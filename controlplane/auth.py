@@ -26,6 +26,7 @@ from . import audit, throttle
 from .config import LoginThrottle
 from .db import Database
 from .models import AdminUser, ApiToken, utcnow
+from .revisions import ValidationError
 from .store import Conflict, NotFound, iso
 
 TOKEN_PREFIX = "mp_"
@@ -109,19 +110,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def valid_name(name: Any, what: str) -> str:
+def valid_name(name: Any, field: str) -> str:
     """A printable name of 1 to NAME_LENGTH characters, stripped."""
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{what} must not be empty")
+        raise ValidationError(field, "must not be empty")
     name = name.strip()
     if len(name) > NAME_LENGTH or not name.isprintable():
-        raise ValueError(f"{what} must be at most {NAME_LENGTH} printable characters")
+        raise ValidationError(field, f"must be at most {NAME_LENGTH} printable characters")
     return name
 
 
 def valid_scope(scope: Any) -> str:
     if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        raise ValidationError("scope", f"must be one of {', '.join(SCOPES)}")
     return scope
 
 
@@ -130,7 +131,8 @@ def valid_expiry_days(days: Any) -> int | None:
     if days is None:
         return None
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_EXPIRY_DAYS:
-        raise ValueError(f"expires_in_days must be a whole number from 1 to {MAX_EXPIRY_DAYS}")
+        message = f"must be a whole number from 1 to {MAX_EXPIRY_DAYS}"
+        raise ValidationError("expires_in_days", message)
     return days
 
 
@@ -142,7 +144,7 @@ def create_token(
     actor: str = "cli",
 ) -> str:
     """Store a new token's hash and return the token itself, the only time it is known."""
-    name = valid_name(name, "token name")
+    name = valid_name(name, "name")
     scope = valid_scope(scope)
     days = valid_expiry_days(expires_in_days)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -261,7 +263,7 @@ class AdminInfo:
 def create_admin(db: Database, username: str, password: str) -> Principal:
     username = valid_name(username, "username")
     if len(password) < 8:
-        raise ValueError("password must be at least 8 characters")
+        raise ValidationError("password", "must be at least 8 characters")
     password_hash = generate_password_hash(password)  # scrypt, before the transaction
     with db.transaction() as session:
         if session.scalar(select(AdminUser.id).where(AdminUser.username == username)):

@@ -331,7 +331,7 @@ def test_admin_tokens_create_list_and_revoke_tokens(api, app):
     assert all(secret not in str(t) for t in listed.values())
     for bad, message in [
         ({"name": "ci", "scope": "read"}, "already exists"),
-        ({"name": "y", "scope": "owner"}, "scope must be one of read, write, admin"),
+        ({"name": "y", "scope": "owner"}, "scope: must be one of read, write, admin"),
         ({"name": "y", "scope": "read", "expires_in_days": 0}, "from 1 to 3650"),
         ({"name": "", "scope": "read"}, "must not be empty"),
     ]:
