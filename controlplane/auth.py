@@ -336,22 +336,29 @@ class SignIn:
 def sign_in(
     db: Database, policy: LoginThrottle, username: str, password: str, address: str | None
 ) -> SignIn:
-    """A throttled, audited password sign-in (see throttle.py for the policy)."""
+    """A throttled, audited password sign-in (see throttle.py for the policy).
+
+    A plain read turns away a blocked key first, so a flood against a blocked key costs no
+    write; an admitted attempt is counted before the password is checked (throttle.admit).
+    """
     keys = throttle.keys(address, username)
     with db.transaction() as session:
         wait = throttle.retry_after(session, keys, utcnow())
+    if wait <= 0:
+        with db.transaction() as session:
+            admission = throttle.admit(session, policy, keys, utcnow())
+        wait = admission.retry_after
     if wait > 0:
         return SignIn(None, math.ceil(wait))
     principal = verify_admin(db, username, password)
     detail = {"address": address}
     with db.transaction() as session:
         if principal is not None:
-            throttle.forget(session, keys[1])
+            throttle.succeeded(session, admission, keys[1])
             session.add(audit.entry(principal.label, "login.success", username, detail))
             return SignIn(principal)
         session.add(audit.entry(audit.ANONYMOUS, "login.failure", username, detail))
-        blocked = throttle.record_failure(session, policy, keys, utcnow())
-        for key, seconds in blocked.items():
+        for key, seconds in admission.blocked.items():
             block = {"seconds": round(seconds), **detail}
             session.add(audit.entry(audit.ANONYMOUS, "login.blocked", key, block))
     return SignIn(None)

@@ -8,7 +8,8 @@ addresses; counting the address stops one that rotates user names.
 
 The state lives in the database (`login_throttle`), not in process memory: every HTTP worker
 and every control-plane instance then enforces the same limit, and a restart forgets nothing.
-Each failure is one short write, made after the password check and outside it.
+An admitted attempt costs one short write before the password check (never during it); a
+refused one only a read.
 
 `next_state` is the whole policy as a pure function of (state, now), so it is tested over hours
 of simulated time in milliseconds.
@@ -80,36 +81,69 @@ def retry_after(session: Session, throttle_keys: tuple[str, ...], now: datetime)
     return max((seconds_blocked(_state(row), now) for row in rows), default=0.0)
 
 
-def record_failure(
-    session: Session, policy: LoginThrottle, throttle_keys: tuple[str, ...], now: datetime
-) -> dict[str, float]:
-    """Count one failure on every key; returns {key: block seconds} for keys it just blocked.
+@dataclass(frozen=True)
+class Admission:
+    """The throttle's answer to one attempt. `retry_after` > 0: refused, nothing counted.
+    Otherwise the attempt is already counted as a failure: `previous` holds each key's state
+    before it (to undo on success) and `blocked` the keys it blocked, with the block's seconds.
+    """
 
-    Rows are inserted if missing and then locked (PostgreSQL row locks; SQLite's transactions
-    already hold the write lock), so concurrent failures from several workers all count.
+    retry_after: float
+    previous: dict[str, KeyState]
+    blocked: dict[str, float]
+
+
+def admit(
+    session: Session, policy: LoginThrottle, throttle_keys: tuple[str, ...], now: datetime
+) -> Admission:
+    """Count an attempt as a failure *before* its password is checked, or refuse it.
+
+    Counting first is what makes the limit hold under concurrency: the rows are inserted if
+    missing and locked (PostgreSQL row locks; SQLite's transactions hold the write lock), so
+    of many attempts sent at once only `max_failures` are admitted; counting after the check
+    would let every attempt in flight through. A success undoes its count (`succeeded`).
     """
     _prune(session, policy, now)
     _insert_missing(session, throttle_keys, now)
     query = select(ThrottleRow).where(ThrottleRow.key.in_(throttle_keys)).with_for_update()
+    rows = list(session.scalars(query))
+    previous = {row.key: _state(row) for row in rows}
+    wait = max((seconds_blocked(state, now) for state in previous.values()), default=0.0)
+    if wait > 0:
+        return Admission(wait, {}, {})
     blocked = {}
-    for row in session.scalars(query):
-        state = next_state(_state(row), policy, now)
+    for row in rows:
+        state = next_state(previous[row.key], policy, now)
         if state.strikes > row.strikes:
             blocked[row.key] = (state.blocked_until - now).total_seconds()
         _write(row, state)
-    return blocked
+    return Admission(0.0, previous, blocked)
 
 
-def forget(session: Session, key: str) -> None:
-    """A successful sign-in clears its user name's record (never its address's: a guesser
-    with one valid account of its own must not be able to reset its address's count)."""
-    session.execute(delete(ThrottleRow).where(ThrottleRow.key == key))
+def succeeded(session: Session, admission: Admission, user_key: str) -> None:
+    """Undo a successful attempt's count: its user name starts over; every other key (the
+    address) gets back the failure, and the block if this attempt caused one.
+
+    The address is never reset outright: a guesser with one valid account of its own must
+    not be able to clear its address's count between guesses at other accounts.
+    """
+    session.execute(delete(ThrottleRow).where(ThrottleRow.key == user_key))
+    for key, before in admission.previous.items():
+        row = session.get(ThrottleRow, key, with_for_update=True)
+        if key == user_key or row is None:
+            continue
+        if key in admission.blocked:
+            _write(row, before)  # nothing else was counted while the block stood
+        else:
+            row.failures = max(0, row.failures - 1)
 
 
 def _prune(session: Session, policy: LoginThrottle, now: datetime) -> None:
     """Keys quiet for `forget_s` start over anyway: deleting them bounds the table."""
     cutoff = now - timedelta(seconds=policy.forget_s)
-    session.execute(delete(ThrottleRow).where(ThrottleRow.updated_at < cutoff))
+    stale = delete(ThrottleRow).where(ThrottleRow.updated_at < cutoff)
+    # No in-session evaluation: SQLite's naive datetimes do not compare with `cutoff`.
+    session.execute(stale.execution_options(synchronize_session=False))
 
 
 def _insert_missing(session: Session, throttle_keys: tuple[str, ...], now: datetime) -> None:

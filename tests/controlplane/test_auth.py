@@ -273,3 +273,37 @@ def test_a_successful_sign_in_clears_its_user_name_only(db: Database):
     # One more failure from that address blocks it, whatever user name it tries.
     auth.sign_in(db, POLICY, "zed", "guess", "10.0.0.9")
     assert auth.sign_in(db, POLICY, "alice", "correct horse", "10.0.0.9").retry_after > 0
+
+
+def test_concurrent_guesses_get_no_more_checks_than_the_limit(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    """Twenty guesses at once for one user name (each from its own address): attempts are
+    counted before their password is checked, so only five are ever checked."""
+    import threading
+
+    auth.create_admin(db, "alice", "correct horse")
+    checks: list[str] = []
+    check = auth.check_password_hash
+
+    def counted(pwhash: str, password: str) -> bool:
+        checks.append(password)
+        return check(pwhash, password)
+
+    monkeypatch.setattr(auth, "check_password_hash", counted)
+    barrier = threading.Barrier(20)
+    results: list[auth.SignIn] = []
+
+    def guess(n: int) -> None:
+        barrier.wait(30)
+        results.append(auth.sign_in(db, POLICY, "alice", f"guess {n}", f"10.3.0.{n}"))
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 20
+    assert len(checks) == 5
+    assert sum(r.retry_after > 0 for r in results) == 15
+    assert all(r.principal is None for r in results)

@@ -101,7 +101,7 @@ def test_concurrent_failures_all_count(db: Database):
             barrier.wait(10)
             for _ in range(5):
                 with db.transaction() as session:
-                    throttle.record_failure(session, policy, keys, datetime.now(UTC))
+                    throttle.admit(session, policy, keys, datetime.now(UTC))
         except BaseException as err:  # reported by the assertion below
             errors.append(err)
 
@@ -116,18 +116,41 @@ def test_concurrent_failures_all_count(db: Database):
     assert counts == {keys[0]: 40, keys[1]: 40}
 
 
-def test_blocks_are_read_back_and_quiet_rows_are_pruned(db: Database):
+def test_admission_counts_first_refuses_when_blocked_and_prunes_quiet_rows(db: Database):
     keys = ("addr:10.0.0.1", "user:bob")
     now = datetime.now(UTC)
     with db.transaction() as session:
-        for _ in range(5):
-            blocked = throttle.record_failure(session, POLICY, keys, now)
-        assert blocked == {"addr:10.0.0.1": 60.0, "user:bob": 60.0}
+        admitted = [throttle.admit(session, POLICY, keys, now) for _ in range(5)]
+    assert [a.retry_after for a in admitted] == [0.0] * 5
+    assert [a.blocked for a in admitted[:4]] == [{}] * 4
+    assert admitted[4].blocked == {"addr:10.0.0.1": 60.0, "user:bob": 60.0}
     with db.transaction() as session:
+        refused = throttle.admit(session, POLICY, keys, now + timedelta(seconds=20))
+        assert (refused.retry_after, refused.previous) == (40.0, {})
         assert throttle.retry_after(session, keys, now + timedelta(seconds=20)) == 40
         assert throttle.retry_after(session, ("addr:10.0.0.2",), now) == 0
     much_later = now + timedelta(seconds=POLICY.forget_s + 1)
     with db.transaction() as session:
-        throttle.record_failure(session, POLICY, ("user:carol",), much_later)
+        throttle.admit(session, POLICY, ("user:carol",), much_later)
     with db.transaction() as session:
         assert list(session.scalars(select(ThrottleRow.key))) == ["user:carol"]
+
+
+def test_a_success_gives_back_its_count_and_any_block_it_caused(db: Database):
+    keys = ("addr:10.0.0.1", "user:bob")
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        for _ in range(4):
+            throttle.admit(session, POLICY, keys, now)
+        fifth = throttle.admit(session, POLICY, keys, now)
+        assert set(fifth.blocked) == set(keys)
+        throttle.succeeded(session, fifth, "user:bob")
+    with db.transaction() as session:
+        rows = {row.key: row for row in session.scalars(select(ThrottleRow))}
+        assert set(rows) == {"addr:10.0.0.1"}
+        address = rows["addr:10.0.0.1"]
+        assert (address.failures, address.strikes, address.blocked_until) == (4, 0, None)
+        second = throttle.admit(session, POLICY, ("addr:10.0.0.1", "user:carol"), now)
+        throttle.succeeded(session, second, "user:carol")
+    with db.transaction() as session:
+        assert session.get(ThrottleRow, "addr:10.0.0.1").failures == 4
