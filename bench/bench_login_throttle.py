@@ -1,7 +1,8 @@
 """How many sign-in attempts per minute get their password checked, under the login throttle.
 
 A real control plane (`python -m controlplane serve`, SQLite, the default throttle policy)
-and two guessers running at once for `--seconds`, each as fast as one client can go:
+and two guessers running at once for `--seconds`, each as fast as `--clients` concurrent
+clients can go:
 - **one address**: every guess from 127.0.0.1, a different user name each time (the address
   key is what stops it);
 - **one user name**: every guess for `alice`, from a different loopback address each time
@@ -10,7 +11,7 @@ and two guessers running at once for `--seconds`, each as fast as one client can
 An attempt "gets through" when the server checked its password (401); a throttled one is 429
 and costs no scrypt. Printed per minute for both guessers, then the same for a short run with
 the throttle effectively off (`MODELPLANE_LOGIN_MAX_FAILURES` huge), i.e. what one client got
-through before.
+through before the throttle.
 
     python bench/bench_login_throttle.py [--seconds 180] [--unthrottled_seconds 20]
 """
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +57,15 @@ class SourceAddressAdapter(HTTPAdapter):
 
 @dataclass
 class Guesser:
-    """Wrong guesses back to back; `outcomes[minute][status]` counts the answers."""
+    """Wrong guesses back to back from `clients` threads; `outcomes[minute][status]` counts
+    the answers. `user(n)` names the user name of guess n."""
 
     url: str
     sources: list[str]
-    users: Iterator[str]
+    user: Callable[[int], str]
+    clients: int
     outcomes: dict[int, Counter[int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def session(self, source: str) -> tuple[requests.Session, str]:
         http = requests.Session()
@@ -70,14 +74,25 @@ class Guesser:
         return http, token
 
     def run(self, seconds: float) -> None:
+        threads = [
+            threading.Thread(target=self.client, args=(c, seconds)) for c in range(self.clients)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def client(self, c: int, seconds: float) -> None:
         sessions = [self.session(source) for source in self.sources]
         start = time.monotonic()
         n = 0
         while (elapsed := time.monotonic() - start) < seconds:
             http, token = sessions[n % len(sessions)]
-            data = {"username": next(self.users), "password": f"guess {n}", "csrf_token": token}
+            guess = n * self.clients + c
+            data = {"username": self.user(guess), "password": f"guess {guess}", "csrf_token": token}
             status = http.post(f"{self.url}/login", data=data, timeout=30).status_code
-            self.outcomes.setdefault(int(elapsed // 60), Counter())[status] += 1
+            with self.lock:
+                self.outcomes.setdefault(int(elapsed // 60), Counter())[status] += 1
             n += 1
 
 
@@ -103,14 +118,16 @@ def control_plane(workdir: Path, env: dict[str, str]) -> Iterator[str]:
         server.stop()
 
 
-def measure(seconds: float, addresses: int, env: dict[str, str]) -> tuple[Guesser, Guesser]:
+def measure(
+    seconds: float, addresses: int, clients: int, env: dict[str, str]
+) -> tuple[Guesser, Guesser]:
     with (
         tempfile.TemporaryDirectory(prefix="bench-login-") as tmp,
         control_plane(Path(tmp), env) as url,
     ):
-        one_address = Guesser(url, ["127.0.0.1"], (f"user{n}" for n in range(10**9)))
+        one_address = Guesser(url, ["127.0.0.1"], lambda n: f"user{n}", clients)
         sources = [f"127.0.1.{n}" for n in range(1, addresses + 1)]
-        one_user = Guesser(url, sources, iter(lambda: ADMIN, None))
+        one_user = Guesser(url, sources, lambda _n: ADMIN, clients)
         threads = [threading.Thread(target=g.run, args=(seconds,)) for g in (one_address, one_user)]
         for thread in threads:
             thread.start()
@@ -138,8 +155,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--unthrottled_seconds", type=float, default=20.0)
     parser.add_argument("--addresses", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients per guesser")
     args = parser.parse_args()
-    throttled = measure(args.seconds, args.addresses, {})
+    throttled = measure(args.seconds, args.addresses, args.clients, {})
     report(
         "throttled (default policy: 5 failures/min, blocks 60 s doubling to 15 min)",
         throttled,
@@ -147,7 +165,7 @@ def main() -> None:
     )
     if args.unthrottled_seconds > 0:
         off = {"MODELPLANE_LOGIN_MAX_FAILURES": str(10**9)}
-        before = measure(args.unthrottled_seconds, args.addresses, off)
+        before = measure(args.unthrottled_seconds, args.addresses, args.clients, off)
         report("throttle off (what got through before)", before, args.unthrottled_seconds)
 
 
