@@ -129,8 +129,8 @@ def succeeded(session: Session, admission: Admission, user_key: str) -> None:
     """
     session.execute(delete(ThrottleRow).where(ThrottleRow.key == user_key))
     for key, before in admission.previous.items():
-        row = session.get(ThrottleRow, key, with_for_update=True)
-        if key == user_key or row is None:
+        row = None if key == user_key else session.get(ThrottleRow, key, with_for_update=True)
+        if row is None:
             continue
         if key in admission.blocked:
             _write(row, before)  # nothing else was counted while the block stood
