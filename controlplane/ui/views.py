@@ -363,8 +363,7 @@ def audit_log() -> Page:
 @bp.get("/access")
 def access() -> Page:
     """Every API token and admin, with what each may do and buttons to take it away."""
-    tokens, admins = auth.list_tokens(db()), auth.list_admins(db())
-    return render_template("access.html", tokens=tokens, admins=admins)
+    return render_template("access.html", page=pages.access_page(db()))
 
 
 @bp.route("/access/tokens/revoke", methods=["GET", "POST"])
