@@ -460,6 +460,7 @@ def test_sign_in_sign_out_and_reconcile_are_audited(signed_in: FlaskClient, db: 
     assert sign_in_form(signed_in, PASSWORD).status_code == 302
     page = html(signed_in.get("/audit"))
     assert page.count("<code>login.success</code>") == 2 and "<code>logout</code>" in page
+    assert "address=127.0.0.1" in page
 
 
 # -- tokens and admins ------------------------------------------------------------------------
