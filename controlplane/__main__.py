@@ -1,4 +1,4 @@
-"""Command line: serve, db upgrade, create-token, create-admin.
+"""Command line: serve, db upgrade, and the credential commands (cli_credentials.py).
 
 Settings come from the environment (see config.Settings.from_env); flags only say what to do.
 """
@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from werkzeug.serving import make_server
 
-from . import auth, migrate
+from . import cli_credentials, migrate
 from .config import Settings
 from .db import Database
-from .store import Conflict
+from .store import Conflict, NotFound
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     try:
         return args.handler(args, settings)
-    except (ValueError, Conflict) as err:
+    except (ValueError, Conflict, NotFound) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
@@ -47,14 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_db_upgrade
     )
 
-    token = commands.add_parser("create-token", help="create an API token (printed last)")
-    token.add_argument("--name", required=True)
-    token.set_defaults(handler=_create_token)
-
-    admin = commands.add_parser("create-admin", help="create an admin user for the web UI")
-    admin.add_argument("--username", required=True)
-    admin.add_argument("--password-stdin", action="store_true", required=True)
-    admin.set_defaults(handler=_create_admin)
+    cli_credentials.add_commands(commands)
     return parser
 
 
@@ -90,28 +83,6 @@ def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
     finally:
         db.dispose()
     print("database is at the latest schema")
-    return 0
-
-
-def _create_token(args: argparse.Namespace, settings: Settings) -> int:
-    db = Database(settings.database_url)
-    try:
-        token = auth.create_token(db, args.name)
-    finally:
-        db.dispose()
-    print(f"created API token {args.name!r}; it is shown once:", file=sys.stderr)
-    print(token)
-    return 0
-
-
-def _create_admin(args: argparse.Namespace, settings: Settings) -> int:
-    password = sys.stdin.readline().rstrip("\r\n")
-    db = Database(settings.database_url)
-    try:
-        user = auth.create_admin(db, args.username, password)
-    finally:
-        db.dispose()
-    print(f"created admin user {user.name!r}")
     return 0
 
 

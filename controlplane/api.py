@@ -1,32 +1,63 @@
-"""JSON API under /api/v1. Views parse, call one core function, render; nothing else."""
+"""JSON API under /api/v1. Views parse, call one core function, render; nothing else.
+
+Every call needs a bearer token whose scope covers the call: GETs need `read`, other methods
+`write`, and views marked `@requires("admin")` (planes, push, tokens, admins, audit) `admin`.
+One guard checks it before any view runs, so a new view cannot forget it.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import auth, planes, store
+from . import audit, auth, planes, store
 from .context import control_plane
 from .revisions import ValidationError, parse_model_config
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 IF_MATCH_RE = re.compile(r'^(?:W/)?"(\d+)"$')
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 # -- plumbing ---------------------------------------------------------------------------------
 
 
+def requires(scope: str) -> Callable[[View], View]:
+    """Mark a view as needing more than its method's default scope."""
+
+    def mark(view: View) -> View:
+        view.required_scope = scope  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def required_scope() -> str:
+    view = current_app.view_functions.get(request.endpoint or "")
+    default = "read" if request.method in READ_METHODS else "write"
+    return getattr(view, "required_scope", default)
+
+
 @bp.before_request
 def authenticate() -> Any:
     token = auth.bearer_token(request.headers.get("Authorization"))
-    principal = auth.authenticate_token(control_plane().db, token) if token else None
-    if principal is None:
-        response = jsonify(error="missing or invalid bearer token")
+    try:
+        if token is None:
+            raise auth.Refused("missing or invalid bearer token")
+        principal = auth.authenticate_token(control_plane().db, token)
+    except auth.Refused as err:
+        response = jsonify(error=str(err))
         response.headers["WWW-Authenticate"] = 'Bearer realm="modelplane"'
         return response, 401
+    needed = required_scope()
+    if not auth.allows(principal.scope, needed):
+        error = f"this call needs a token with the {needed} scope; this token has {principal.scope}"
+        return jsonify(error=error), 403
     g.principal = principal
     return None
 
@@ -194,6 +225,7 @@ def list_dataplanes() -> Any:
 
 
 @bp.post("/dataplanes")
+@requires("admin")
 def add_dataplane() -> Any:
     db = control_plane().db
     plane = planes.add_plane(db, json_body().get("address"), actor())
@@ -210,20 +242,62 @@ def get_dataplane(plane_id: int) -> Any:
 
 
 @bp.delete("/dataplanes/<int:plane_id>")
+@requires("admin")
 def delete_dataplane(plane_id: int) -> Any:
     planes.delete_plane(control_plane().db, plane_id, actor())
     return "", 204
 
 
 @bp.post("/push")
+@requires("admin")
 def push() -> Any:
     """Push the head to every plane now and answer with the states it left them in."""
     cp = control_plane()
+    audit.record(cp.db, actor(), "push.force", "all data planes")
     head = cp.fleet.cycle(force=True)
     return jsonify(revision=head, dataplanes=[p.to_json(head) for p in planes.list_planes(cp.db)])
 
 
 @bp.get("/audit")
-def audit() -> Any:
+@requires("admin")
+def audit_log() -> Any:
     limit = request.args.get("limit", default=200, type=int)
-    return jsonify(entries=store.audit_log(control_plane().db, max(1, min(limit, 1000))))
+    return jsonify(entries=audit.recent(control_plane().db, max(1, min(limit, 1000))))
+
+
+# -- credentials ------------------------------------------------------------------------------
+
+
+@bp.get("/tokens")
+@requires("admin")
+def list_tokens() -> Any:
+    return jsonify(tokens=[t.to_json() for t in auth.list_tokens(control_plane().db)])
+
+
+@bp.post("/tokens")
+@requires("admin")
+def create_token() -> Any:
+    """The token itself is in this answer only; afterwards only its name and state are."""
+    body = json_body()
+    db = control_plane().db
+    name, days = body.get("name"), body.get("expires_in_days")
+    token = auth.create_token(db, name, body.get("scope"), days, actor())
+    return jsonify(token=token, **auth.get_token(db, name.strip()).to_json()), 201
+
+
+@bp.post("/tokens/<name>/revoke")
+@requires("admin")
+def revoke_token(name: str) -> Any:
+    return jsonify(auth.revoke_token(control_plane().db, name, actor()).to_json())
+
+
+@bp.get("/admins")
+@requires("admin")
+def list_admins() -> Any:
+    return jsonify(admins=[a.to_json() for a in auth.list_admins(control_plane().db)])
+
+
+@bp.post("/admins/<username>/disable")
+@requires("admin")
+def disable_admin(username: str) -> Any:
+    return jsonify(auth.disable_admin(control_plane().db, username, actor()).to_json())

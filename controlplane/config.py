@@ -16,6 +16,32 @@ DEFAULT_DATABASE_URL = "sqlite:///var/controlplane.db"
 
 
 @dataclass(frozen=True)
+class LoginThrottle:
+    """How many failed sign-ins a client address or a user name gets (see throttle.py).
+
+    `max_failures` within `window_s` blocks the key for `block_s`; each further block of the
+    same key lasts twice as long, up to `max_block_s`; a key quiet for `forget_s` starts over.
+    """
+
+    max_failures: int = 5
+    window_s: float = 60.0
+    block_s: float = 60.0
+    max_block_s: float = 900.0
+    forget_s: float = 3600.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LoginThrottle:
+        base = cls()
+        return cls(
+            max_failures=int(env.get("MODELPLANE_LOGIN_MAX_FAILURES", base.max_failures)),
+            window_s=float(env.get("MODELPLANE_LOGIN_WINDOW_S", base.window_s)),
+            block_s=float(env.get("MODELPLANE_LOGIN_BLOCK_S", base.block_s)),
+            max_block_s=float(env.get("MODELPLANE_LOGIN_MAX_BLOCK_S", base.max_block_s)),
+            forget_s=float(env.get("MODELPLANE_LOGIN_FORGET_S", base.forget_s)),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Control-plane settings; build with `Settings.from_env()` or directly in tests."""
 
@@ -38,6 +64,7 @@ class Settings:
     # Send the session cookie only over HTTPS (set it when the UI is served behind TLS).
     secure_cookies: bool = False
     secret_key: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
+    login_throttle: LoginThrottle = LoginThrottle()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +85,7 @@ class Settings:
             label_wait_s=float(env.get("MODELPLANE_LABEL_WAIT_S", base.label_wait_s)),
             secure_cookies=_flag(env.get("MODELPLANE_SECURE_COOKIES"), base.secure_cookies),
             secret_key=env.get("MODELPLANE_SECRET_KEY", base.secret_key),
+            login_throttle=LoginThrottle.from_env(env),
         )
 
     @property

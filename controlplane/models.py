@@ -158,7 +158,11 @@ class PushResult(Base):
 
 
 class ApiToken(Base):
-    """A bearer token; only its SHA-256 is stored."""
+    """A bearer token; only its SHA-256 is stored.
+
+    `scope` is read | write | admin (see auth.SCOPES); a revoked token keeps its row so that
+    the tokens page and the audit log can still name it.
+    """
 
     __tablename__ = "api_tokens"
 
@@ -167,6 +171,11 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Written at most once a minute per token (auth.LAST_USED_RESOLUTION), not on every call.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AdminUser(Base):
@@ -195,3 +204,24 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(255), nullable=False)
     revision: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins of one client address or one user name (`key` "addr:..." / "user:...").
+
+    In the database rather than in process memory so that every HTTP worker and every
+    control-plane instance counts the same failures (see throttle.py).
+    """
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # Failures since `window_start`; the window restarts once it is older than the policy's.
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # How many times this key was blocked: each block lasts twice as long as the one before.
+    strikes: Mapped[int] = mapped_column(Integer, nullable=False)
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )

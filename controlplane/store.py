@@ -153,23 +153,6 @@ def revision_diff(db: Database, old: int, new: int) -> rv.ConfigDiff:
     return rv.diff(configs[0], configs[1], f"revision {old}", f"revision {new}")
 
 
-def audit_log(db: Database, limit: int = 200) -> list[dict[str, Any]]:
-    with db.transaction() as session:
-        rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))
-        return [
-            {
-                "id": row.id,
-                "created_at": iso(row.created_at),
-                "actor": row.actor,
-                "action": row.action,
-                "target": row.target,
-                "revision": row.revision,
-                "detail": row.detail,
-            }
-            for row in rows
-        ]
-
-
 # -- writes -----------------------------------------------------------------------------------
 
 

@@ -238,7 +238,7 @@ def create_credentials(options: StackOptions) -> Credentials:
             raise
         password = "(unchanged: the admin existed before this credentials file)"
     name = f"run-stack-{time.strftime('%Y%m%d-%H%M%S')}"
-    output = controlplane_cli(options, "create-token", "--name", name)
+    output = controlplane_cli(options, "create-token", "--name", name, "--scope", "admin")
     return Credentials(ADMIN_USERNAME, password, output.strip().splitlines()[-1])
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .. import planes, store
+from .. import auth, planes, store
 from ..db import Database
 from ..revisions import ConfigDiff
 
@@ -92,6 +92,18 @@ class RevisionPage:
     head: int
     # Revision page: what this revision changed. Rollback page: what rolling back would change.
     diff: ConfigDiff
+
+
+@dataclass(frozen=True)
+class AccessPage:
+    """Who can change this control plane: every API token and every admin."""
+
+    tokens: list[auth.TokenInfo]
+    admins: list[auth.AdminInfo]
+
+
+def access_page(db: Database) -> AccessPage:
+    return AccessPage(auth.list_tokens(db), auth.list_admins(db))
 
 
 def fleet_status(db: Database, model: str | None = None) -> FleetStatus:

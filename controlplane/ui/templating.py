@@ -18,6 +18,11 @@ TONES = {
     "END": "idle",
     "error": "bad",
     "unreachable": "bad",
+    # Credentials (the tokens and admins page).
+    "active": "ok",
+    "expired": "idle",
+    "revoked": "bad",
+    "disabled": "bad",
 }
 
 
@@ -65,6 +70,16 @@ def diff_lines(unified: str) -> list[tuple[str, str]]:
     return lines
 
 
+def detail_text(detail: dict[str, Any] | None) -> str:
+    """An audit entry's detail in one line: its message, else its fields, e.g.
+    "address=10.0.0.1" for a failed sign-in or "scope=write" for a revoked token."""
+    if not detail:
+        return ""
+    if detail.get("message"):
+        return str(detail["message"])
+    return ", ".join(f"{key}={value}" for key, value in sorted(detail.items()) if value is not None)
+
+
 def register_filters(bp: Blueprint) -> None:
-    for function in (when, policy_text, tone, diff_lines):
+    for function in (when, policy_text, tone, diff_lines, detail_text):
         bp.add_app_template_filter(function)

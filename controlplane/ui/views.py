@@ -14,6 +14,7 @@ from flask import (
     Blueprint,
     current_app,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
@@ -25,7 +26,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from werkzeug.wrappers import Response
 
-from .. import auth, planes, store
+from .. import audit, auth, planes, store
 from ..context import control_plane
 from ..revisions import ValidationError
 from . import pages
@@ -133,8 +134,13 @@ def login() -> Page:
         return redirect(safe_next())
     if request.method == "GET":
         return render_template("login.html", username="")
-    username = request.form.get("username", "").strip()
-    principal = auth.verify_admin(db(), username, request.form.get("password", ""))
+    username = request.form.get("username", "").strip()[: auth.NAME_LENGTH]
+    policy = control_plane().settings.login_throttle
+    password = request.form.get("password", "")
+    attempt = auth.sign_in(db(), policy, username, password, request.remote_addr)
+    if attempt.retry_after:
+        return throttled(username, attempt.retry_after)
+    principal = attempt.principal
     if principal is None:
         error = "Wrong username or password."
         return render_template("login.html", username=username, error=error), 401
@@ -144,8 +150,22 @@ def login() -> Page:
     return redirect(safe_next())
 
 
+def throttled(username: str, retry_after: int) -> Response:
+    """429 with Retry-After: too many failures from this address or for this user name."""
+    minutes = max(1, round(retry_after / 60))
+    error = (
+        f"Too many failed sign-ins. Try again in {retry_after} s (about {minutes} min); "
+        "every further block lasts longer."
+    )
+    html = render_template("login.html", username=username, error=error)
+    response = make_response(html, 429)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 @bp.post("/logout")
 def logout() -> Response:
+    audit.record(db(), actor(), "logout", current_user.name)
     logout_user()
     session.clear()
     flash("Signed out.", "info")
@@ -192,6 +212,7 @@ def delete_dataplane(plane_id: int) -> Page:
 @bp.post("/reconcile")
 def reconcile() -> Response:
     """Wake the push/reconcile worker now instead of at its next tick."""
+    audit.record(db(), actor(), "reconcile", "all data planes")
     control_plane().fleet.notify()
     flash("Checking every data plane now; states update below.", "info")
     return redirect(url_for("ui.dashboard"))
@@ -331,6 +352,50 @@ def rollback(number: int) -> Page:
     return redirect(url_for("ui.revisions"))
 
 
-@bp.get("/audit")
-def audit() -> Page:
-    return render_template("audit.html", entries=store.audit_log(db()))
+@bp.get("/audit", endpoint="audit")
+def audit_log() -> Page:
+    return render_template("audit.html", entries=audit.recent(db()))
+
+
+# -- tokens and admins ------------------------------------------------------------------------
+
+
+@bp.get("/access")
+def access() -> Page:
+    """Every API token and admin, with what each may do and buttons to take it away."""
+    return render_template("access.html", page=pages.access_page(db()))
+
+
+@bp.route("/access/tokens/revoke", methods=["GET", "POST"])
+def revoke_token() -> Page:
+    """GET asks for confirmation; POST revokes (the name travels as a field, any text)."""
+    if request.method == "GET":
+        token = auth.get_token(db(), request.args.get("name", ""))
+        return render_template("confirm_access.html", kind="token", token=token)
+    name = request.form.get("name", "")
+    try:
+        auth.revoke_token(db(), name, actor())
+    except store.Conflict as err:
+        flash(str(err), "error")
+        return redirect(url_for("ui.access"))
+    flash(f"Revoked API token {name}: it is refused from its next call.", "success")
+    return redirect(url_for("ui.access"))
+
+
+@bp.route("/access/admins/disable", methods=["GET", "POST"])
+def disable_admin() -> Page:
+    """GET asks for confirmation; POST disables. Nobody disables themselves by accident."""
+    username = request.values.get("username", "")
+    if username == current_user.name:
+        flash("You cannot disable yourself; ask another admin or use the CLI.", "error")
+        return redirect(url_for("ui.access"))
+    if request.method == "GET":
+        admin = auth.get_admin(db(), username)
+        return render_template("confirm_access.html", kind="admin", admin=admin)
+    try:
+        auth.disable_admin(db(), username, actor())
+    except store.Conflict as err:
+        flash(str(err), "error")
+        return redirect(url_for("ui.access"))
+    flash(f"Disabled admin {username}: their open sessions end at their next request.", "success")
+    return redirect(url_for("ui.access"))

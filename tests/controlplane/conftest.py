@@ -61,7 +61,7 @@ def app(settings: Settings, db: Database):
 
 @pytest.fixture
 def token(db: Database) -> str:
-    return create_token(db, "tests")
+    return create_token(db, "tests", "admin")
 
 
 @pytest.fixture

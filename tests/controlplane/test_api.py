@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select, text
 
+from controlplane import auth
 from controlplane.models import ModelConfigRow, Revision
 
 MODEL = {
@@ -214,8 +215,12 @@ def test_audit_log_records_who_did_what(api):
     assert [(e["actor"], e["action"], e["target"]) for e in entries] == [
         ("token:tests", "dataplane.add", "10.0.0.1:8500"),
         ("token:tests", "model.create", "m"),
+        ("cli", "token.create", "tests"),
     ]
     assert entries[1]["revision"] == 1
+    api("post", "/push")
+    forced = api("get", "/audit?limit=1").get_json()["entries"]
+    assert [(e["actor"], e["action"]) for e in forced] == [("token:tests", "push.force")]
 
 
 def test_a_failing_write_leaves_nothing_half_written(api, db):
@@ -246,3 +251,134 @@ def test_database_down_is_503(settings, db):
     response = client.get("/api/v1/models", headers={"Authorization": "Bearer mp_x"})
     assert response.status_code == 503
     assert response.get_json() == {"error": "database unavailable"}
+
+
+# -- scopes and credentials -------------------------------------------------------------------
+
+
+@pytest.fixture
+def scoped(app, db):
+    """`scoped("read")` -> `call(method, path, **kwargs)` with a fresh token of that scope."""
+
+    def make(scope: str):
+        token = auth.create_token(db, f"{scope}-token", scope)
+        client = app.test_client()
+
+        def call(method: str, path: str, **kwargs):
+            headers = {"Authorization": f"Bearer {token}"}
+            return getattr(client, method)(f"/api/v1{path}", headers=headers, **kwargs)
+
+        return call
+
+    return make
+
+
+def test_read_tokens_may_only_read(api, scoped):
+    create(api)
+    read = scoped("read")
+    for path in ("/models", "/models/m", "/revisions", "/revisions/1", "/dataplanes"):
+        assert read("get", path).status_code == 200, path
+    refused = read("put", "/models/m/labels/stable", json={"version": 2})
+    assert refused.status_code == 403
+    assert refused.get_json() == {
+        "error": "this call needs a token with the write scope; this token has read"
+    }
+    assert read("delete", "/models/m").status_code == 403
+    assert read("post", "/revisions/1/rollback").status_code == 403
+    for path in ("/audit", "/tokens", "/admins"):
+        assert read("get", path).status_code == 403, path
+    assert api("get", "/models/m").get_json()["version_labels"] == {"stable": 1}
+
+
+def test_write_tokens_change_models_and_labels_but_not_planes_or_credentials(api, scoped):
+    write = scoped("write")
+    assert write("post", "/models", json=MODEL).status_code == 201
+    assert write("put", "/models/m/labels/canary", json={"version": 2}).status_code == 200
+    assert write("delete", "/models/m/labels/canary").status_code == 200
+    assert write("post", "/revisions/1/rollback").status_code == 201
+    admin_only = [
+        ("post", "/dataplanes", {"json": {"address": "10.0.0.1:8500"}}),
+        ("delete", "/dataplanes/1", {}),
+        ("post", "/push", {}),
+        ("get", "/audit", {}),
+        ("get", "/tokens", {}),
+        ("post", "/tokens", {"json": {"name": "x", "scope": "read"}}),
+        ("post", "/tokens/tests/revoke", {}),
+        ("get", "/admins", {}),
+        ("post", "/admins/alice/disable", {}),
+    ]
+    for method, path, kwargs in admin_only:
+        response = write(method, path, **kwargs)
+        assert response.status_code == 403, (method, path)
+        assert "needs a token with the admin scope" in response.get_json()["error"]
+    assert api("get", "/dataplanes").get_json() == {"dataplanes": []}
+
+
+def test_admin_tokens_create_list_and_revoke_tokens(api, app):
+    made = api("post", "/tokens", json={"name": "ci", "scope": "write", "expires_in_days": 30})
+    assert made.status_code == 201, made.get_json()
+    body = made.get_json()
+    secret = body.pop("token")
+    assert secret.startswith("mp_")
+    assert (body["name"], body["scope"], body["state"]) == ("ci", "write", "active")
+    assert body["expires_at"] is not None and body["last_used_at"] is None
+    client = app.test_client()
+    as_ci = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/api/v1/models", headers=as_ci).status_code == 200
+    listed = {t["name"]: t for t in api("get", "/tokens").get_json()["tokens"]}
+    assert set(listed) == {"ci", "tests"}
+    assert listed["ci"]["last_used_at"] is not None
+    assert all(secret not in str(t) for t in listed.values())
+    for bad, message in [
+        ({"name": "ci", "scope": "read"}, "already exists"),
+        ({"name": "y", "scope": "owner"}, "scope: must be one of read, write, admin"),
+        ({"name": "y", "scope": "read", "expires_in_days": 0}, "from 1 to 3650"),
+        ({"name": "", "scope": "read"}, "must not be empty"),
+    ]:
+        response = api("post", "/tokens", json=bad)
+        assert response.status_code in (400, 409)
+        assert message in response.get_json()["error"]
+    revoked = api("post", "/tokens/ci/revoke")
+    assert revoked.status_code == 200
+    assert revoked.get_json()["state"] == "revoked"
+    after = client.get("/api/v1/models", headers=as_ci)
+    assert after.status_code == 401
+    assert after.get_json() == {"error": "token revoked"}
+    assert api("post", "/tokens/ci/revoke").status_code == 409
+    assert api("post", "/tokens/nope/revoke").status_code == 404
+    actions = [(e["action"], e["target"]) for e in api("get", "/audit").get_json()["entries"]]
+    assert actions[:2] == [("token.revoke", "ci"), ("token.create", "ci")]
+
+
+def test_expired_tokens_are_401(app, db):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from controlplane.models import ApiToken, utcnow
+
+    token = auth.create_token(db, "brief", "admin", expires_in_days=1)
+    with db.transaction() as session:
+        session.execute(update(ApiToken).values(expires_at=utcnow() - timedelta(minutes=1)))
+    response = app.test_client().get("/api/v1/models", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "token expired"}
+
+
+def test_admin_tokens_list_and_disable_admins(api, db):
+    alice = auth.create_admin(db, "alice", "correct horse")
+    auth.create_admin(db, "bob", "battery staple")
+    listed = api("get", "/admins").get_json()["admins"]
+    assert [(a["username"], a["state"]) for a in listed] == [("alice", "active"), ("bob", "active")]
+    disabled = api("post", "/admins/alice/disable")
+    assert disabled.status_code == 200
+    assert disabled.get_json()["state"] == "disabled"
+    assert auth.load_principal(db, alice.get_id()) is None
+    assert api("post", "/admins/alice/disable").status_code == 409
+    assert api("post", "/admins/nobody/disable").status_code == 404
+    entry = api("get", "/audit?limit=1").get_json()["entries"][0]
+    assert (entry["actor"], entry["action"], entry["target"]) == (
+        "token:tests",
+        "admin.disable",
+        "alice",
+    )

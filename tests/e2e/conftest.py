@@ -45,7 +45,8 @@ class ControlPlaneProcess(ServerProcess):
     def prepare(self) -> ControlPlaneProcess:
         """Run the documented CLI steps; the token is the last line create-token prints."""
         self._cli("db", "upgrade")
-        self.token = self._cli("create-token", "--name", "e2e").strip().splitlines()[-1]
+        made = self._cli("create-token", "--name", "e2e", "--scope", "admin")
+        self.token = made.strip().splitlines()[-1]
         return self
 
     def _cli(self, *args: str) -> str:

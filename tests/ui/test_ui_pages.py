@@ -9,7 +9,7 @@ import pytest
 from controlplane.revisions import ValidationError
 from controlplane.ui.forms import ModelForm
 from controlplane.ui.pages import FleetStatus, PlaneRow, VersionState, version_choices
-from controlplane.ui.templating import diff_lines, policy_text, tone, when
+from controlplane.ui.templating import detail_text, diff_lines, policy_text, tone, when
 
 
 def plane(state: str, versions: dict[int, str] | None = None) -> PlaneRow:
@@ -113,3 +113,12 @@ def test_filters_render_times_policies_states_and_diffs():
         "add",
         "ctx",
     ]
+
+
+def test_audit_details_read_as_one_line():
+    assert detail_text({"message": "create model m"}) == "create model m"
+    assert detail_text({"address": "10.0.0.1"}) == "address=10.0.0.1"
+    assert detail_text({"seconds": 60, "address": "10.0.0.1"}) == "address=10.0.0.1, seconds=60"
+    assert detail_text({"scope": "write", "expires_at": None}) == "scope=write"
+    assert detail_text({}) == "" and detail_text(None) == ""
+    assert tone("revoked") == "bad" and tone("active") == "ok" and tone("expired") == "idle"

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from controlplane import auth, planes, store
+from controlplane import audit, auth, planes, store
 from controlplane.config import Settings
 from controlplane.db import Database
 from tests.support.controlplane import running_app
@@ -27,6 +27,9 @@ PAGES = [
     "/models/anything",
     "/revisions/1",
     "/revisions/1/rollback",
+    "/access",
+    "/access/tokens/revoke?name=x",
+    "/access/admins/disable?username=x",
 ]
 WRITES = [
     "/models/new",
@@ -35,6 +38,8 @@ WRITES = [
     "/dataplanes",
     "/reconcile",
     "/logout",
+    "/access/tokens/revoke",
+    "/access/admins/disable",
 ]
 
 
@@ -168,7 +173,7 @@ def test_login_itself_needs_a_csrf_token(client: FlaskClient, admin: str):
 
 
 def test_the_bearer_token_api_is_not_subject_to_csrf(app: Flask, db: Database):
-    token = auth.create_token(db, "automation")
+    token = auth.create_token(db, "automation", "write")
     body = {"name": "api_made", "base_path": "/models/api_made", "model_platform": "tensorflow"}
     response = app.test_client().post(
         "/api/v1/models", json=body, headers={"Authorization": f"Bearer {token}"}
@@ -187,7 +192,7 @@ def test_pages_hold_no_secret_and_send_security_headers(
 
     from controlplane.models import AdminUser
 
-    api_token = auth.create_token(db, "hidden")
+    api_token = auth.create_token(db, "hidden", "read")
     assert create(signed_in).status_code == 302
     with db.transaction() as session:
         password_hash = session.scalar(select(AdminUser.password_hash))
@@ -214,7 +219,7 @@ def test_create_model_records_who_did_it(signed_in: FlaskClient, db: Database, a
     model = store.get_model(db, "digits").to_json()
     assert model["model_version_policy"] == {"specific": {"versions": [1, 2]}}
     assert model["base_path"] == "/models/digits"
-    entry = store.audit_log(db)[0]
+    entry = audit.recent(db)[0]
     assert (entry["actor"], entry["action"], entry["revision"]) == (admin, "model.create", 1)
     assert "admin:alice" in html(signed_in.get("/audit"))
 
@@ -308,9 +313,9 @@ def test_move_and_remove_a_label(signed_in: FlaskClient, db: Database, admin: st
     removed = post_form(signed_in, "/models/digits/labels/stable/delete", {"revision": "3"})
     assert removed.status_code == 302
     assert store.get_model(db, "digits").config.version_labels == {}
-    actions = [e["action"] for e in store.audit_log(db)]
+    actions = [e["action"] for e in audit.recent(db)]
     assert actions[:3] == ["label.delete", "label.set", "label.set"]
-    assert store.audit_log(db)[0]["actor"] == admin
+    assert audit.recent(db)[0]["actor"] == admin
 
 
 def test_delete_a_model_after_confirmation(signed_in: FlaskClient, db: Database):
@@ -413,4 +418,117 @@ def test_remove_a_data_plane_after_confirmation(signed_in: FlaskClient, db: Data
     assert "Remove data plane 10.0.0.7:8500?" in confirm
     assert post_form(signed_in, f"/dataplanes/{plane.id}/delete", {}).status_code == 302
     assert planes.list_planes(db) == []
-    assert store.audit_log(db)[0]["action"] == "dataplane.delete"
+    assert audit.recent(db)[0]["action"] == "dataplane.delete"
+
+
+# -- sign-ins: throttled and audited ----------------------------------------------------------
+
+
+def sign_in_form(client: FlaskClient, password: str, username: str = ADMIN) -> TestResponse:
+    token = csrf_token(html(client.get("/login")))
+    data = {"username": username, "password": password, "csrf_token": token}
+    return client.post("/login", data=data)
+
+
+def test_the_sixth_failed_sign_in_in_a_minute_is_429_even_with_the_right_password(
+    client: FlaskClient, db: Database, admin: str
+):
+    for _ in range(5):
+        assert sign_in_form(client, "wrong password").status_code == 401
+    refused = sign_in_form(client, PASSWORD)
+    assert refused.status_code == 429
+    assert 55 <= int(refused.headers["Retry-After"]) <= 60
+    assert "Too many failed sign-ins. Try again in" in html(refused)
+    assert client.get("/").status_code == 302  # still signed out
+    entries = audit.recent(db)
+    assert [e["action"] for e in entries[:2]] == ["login.blocked", "login.blocked"]
+    assert {e["target"] for e in entries[:2]} == {"addr:127.0.0.1", f"user:{ADMIN}"}
+    failures = [e for e in entries if e["action"] == "login.failure"]
+    assert len(failures) == 5
+    assert failures[0]["detail"] == {"address": "127.0.0.1"} and failures[0]["target"] == ADMIN
+
+
+def test_sign_in_sign_out_and_reconcile_are_audited(signed_in: FlaskClient, db: Database):
+    assert post_form(signed_in, "/reconcile", {}).status_code == 302
+    assert post_form(signed_in, "/logout", {}).status_code == 302
+    entries = [(e["actor"], e["action"], e["target"]) for e in audit.recent(db)]
+    assert entries == [
+        (f"admin:{ADMIN}", "logout", ADMIN),
+        (f"admin:{ADMIN}", "reconcile", "all data planes"),
+        (f"admin:{ADMIN}", "login.success", ADMIN),
+    ]
+    assert sign_in_form(signed_in, PASSWORD).status_code == 302
+    page = html(signed_in.get("/audit"))
+    assert page.count("<code>login.success</code>") == 2 and "<code>logout</code>" in page
+    assert "address=127.0.0.1" in page
+
+
+# -- tokens and admins ------------------------------------------------------------------------
+
+
+def test_the_access_page_lists_tokens_and_admins_with_their_state(
+    signed_in: FlaskClient, db: Database
+):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from controlplane.models import ApiToken, utcnow
+
+    auth.create_token(db, "ci", "write", 30)
+    auth.create_token(db, "old", "admin")
+    auth.create_token(db, "reader", "read", 1)
+    auth.revoke_token(db, "old", "cli")
+    with db.transaction() as session:
+        past = utcnow() - timedelta(days=1)
+        session.execute(update(ApiToken).where(ApiToken.name == "reader").values(expires_at=past))
+    auth.create_admin(db, "bob", "battery staple")
+    page = html(signed_in.get("/access"))
+    rows = re.findall(r'<tr data-token="([^"]+)">.*?data-state="([a-z]+)"', page, re.S)
+    assert rows == [("ci", "active"), ("old", "revoked"), ("reader", "expired")]
+    assert "<code>write</code>" in page and "<code>read</code>" in page
+    assert 'aria-label="Revoke token ci"' in page
+    assert 'aria-label="Revoke token old"' not in page
+    admins = re.findall(r'<tr data-admin="([^"]+)">.*?data-state="([a-z]+)"', page, re.S)
+    assert admins == [(ADMIN, "active"), ("bob", "active")]
+    assert 'aria-label="Disable admin bob"' in page
+    assert f'aria-label="Disable admin {ADMIN}"' not in page  # nobody disables themselves
+
+
+def test_revoke_a_token_after_confirmation(signed_in: FlaskClient, db: Database, admin: str):
+    token = auth.create_token(db, "ci", "write")
+    confirm = html(signed_in.get("/access/tokens/revoke?name=ci"))
+    assert "Revoke API token ci?" in confirm
+    assert '<input type="hidden" name="name" value="ci">' in confirm
+    assert signed_in.post("/access/tokens/revoke", data={"name": "ci"}).status_code == 400
+    assert auth.authenticate_token(db, token).name == "ci"  # no CSRF token: nothing happened
+    done = post_form(signed_in, "/access/tokens/revoke", {"name": "ci"})
+    assert done.status_code == 302 and done.headers["Location"] == "/access"
+    assert "Revoked API token ci" in html(signed_in.get("/access"))
+    with pytest.raises(auth.Refused, match="token revoked"):
+        auth.authenticate_token(db, token)
+    assert audit.recent(db)[0]["actor"] == admin
+    again = post_form(signed_in, "/access/tokens/revoke", {"name": "ci"})
+    assert again.status_code == 302
+    assert "already revoked" in html(signed_in.get("/access"))
+    assert signed_in.get("/access/tokens/revoke?name=nope").status_code == 404
+
+
+def test_disabling_an_admin_ends_their_open_session(
+    app: Flask, signed_in: FlaskClient, db: Database
+):
+    auth.create_admin(db, "bob", "battery staple")
+    bob = app.test_client()
+    assert sign_in_form(bob, "battery staple", "bob").status_code == 302
+    assert bob.get("/access").status_code == 200
+    confirm = html(signed_in.get("/access/admins/disable?username=bob"))
+    assert "Disable admin bob?" in confirm
+    assert post_form(signed_in, "/access/admins/disable", {"username": "bob"}).status_code == 302
+    ended = bob.get("/access")
+    assert ended.status_code == 302 and ended.headers["Location"].startswith("/login")
+    assert sign_in_form(bob, "battery staple", "bob").status_code == 401
+    self_disable = post_form(signed_in, "/access/admins/disable", {"username": ADMIN})
+    assert self_disable.status_code == 302
+    assert "You cannot disable yourself" in html(signed_in.get("/access"))
+    assert signed_in.get("/access").status_code == 200
+    assert [a.active for a in auth.list_admins(db)] == [True, False]
