@@ -33,6 +33,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
+from ssl import SSLContext
 
 import orjson
 import uvloop
@@ -634,13 +635,16 @@ class HttpServer:
         max_connections: int = 1024,
         common_headers: tuple[tuple[str, str], ...] = (),
         error_response: ErrorResponder = internal_error,
+        ssl: SSLContext | None = None,
     ) -> None:
+        """`ssl`: serve HTTPS with this context (the loop does the TLS)."""
         self.handler = handler
         self.error_response = error_response
         self.limits = _Limits(max_body_bytes, request_timeout_s, idle_timeout_s)
         self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         self.stopping = False
         self._address = (host, port)
+        self._ssl = ssl
         self._max_connections = max_connections
         self._common_headers = _header_lines(common_headers)
         self._date = _DateHeader()
@@ -666,7 +670,9 @@ class HttpServer:
             listener.close()
             raise
         self._listener = listener
-        serving = self.loop.create_server(lambda: _Connection(self), sock=listener, backlog=1024)
+        serving = self.loop.create_server(
+            lambda: _Connection(self), sock=listener, backlog=1024, ssl=self._ssl
+        )
         self._server = self.loop.run_until_complete(serving)
         self.loop.call_soon(self._tick)
         self._thread = threading.Thread(target=self.loop.run_forever, name="rest-loop", daemon=True)

@@ -12,6 +12,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+from dataplane.transport import TRANSPORTS
+
 
 def _parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
@@ -36,6 +38,9 @@ class ServerOptions:
     grpc_max_threads: int = 0
     grpc_channel_arguments: str = ""
     grpc_dispatcher_spin_micros: int = 300
+    grpc_transport: str = "native"
+    grpc_max_pending_calls: int = 4096
+    ssl_config_file: str = ""
     enable_grpc_healthcheck_service: bool = True
     model_name: str = "default"
     model_base_path: str = ""
@@ -98,6 +103,12 @@ _HELP: dict[str, str] = {
     "grpc_dispatcher_spin_micros": "Under light load the gRPC dispatcher polls this long for "
     "the next call before it sleeps: lower latency for up to one core of polling; 0 turns it "
     "off (modelplane extension)",
+    "grpc_transport": "gRPC transport: native (the built extension; grpcio, with a warning, "
+    "where it is not built) or grpcio (modelplane extension)",
+    "grpc_max_pending_calls": "gRPC calls held for the Python side at once beyond which new "
+    "calls get UNAVAILABLE at once; 0: no bound (modelplane extension)",
+    "ssl_config_file": "SSLConfig text proto: TLS for gRPC and, beyond TF Serving, HTTPS on the "
+    "REST port (client_verify: mutual TLS against custom_ca)",
     "grace_period_seconds": "On SIGTERM, wait this long for in-flight requests (modelplane)",
     "version": "Display version and exit",
 }
@@ -139,4 +150,8 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
         parser.error(f"unknown command line flag(s): {' '.join(unknown)}")
     if namespace.grpc_dispatcher_spin_micros < 0:
         parser.error("--grpc_dispatcher_spin_micros must be >= 0")
+    if namespace.grpc_transport not in TRANSPORTS:
+        parser.error(f"--grpc_transport must be one of {', '.join(TRANSPORTS)}")
+    if namespace.grpc_max_pending_calls < 0:
+        parser.error("--grpc_max_pending_calls must be >= 0")
     return ServerOptions(**vars(namespace))

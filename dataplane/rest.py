@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import unquote
 
@@ -185,7 +186,9 @@ class RestServer:
         options: ServerOptions,
         service: InferenceService,
         extra_routes: Mapping[str, ExtraRoute] | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
+        """`ssl`: serve HTTPS (--ssl_config_file)."""
         cors = options.rest_api_enable_cors_support
         api = RestApi(service, extra_routes or {}, cors)
         timeout_ms = options.rest_api_timeout_in_ms
@@ -196,6 +199,7 @@ class RestServer:
             request_timeout_s=timeout_ms / 1000 if timeout_ms > 0 else 24 * 3600.0,
             common_headers=_CORS_HEADERS if cors else (),
             error_response=error_response,
+            ssl=ssl,
         )
 
     @property
