@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import input_pb2
 
 from dataplane import errors
 from dataplane.errors import Code, ServingError
@@ -93,6 +94,21 @@ class Examples:
 
     serialized: Sequence[bytes]
     context: bytes = b""
+
+    @classmethod
+    def from_input(cls, request_input: input_pb2.Input) -> Examples:
+        """TF Serving's Input message (a gRPC request's, or a warmup log's): the context is
+        serialized once, to be merged into each example."""
+        kind = request_input.WhichOneof("kind")
+        if kind == "example_list":
+            return cls([e.SerializeToString() for e in request_input.example_list.examples])
+        if kind == "example_list_with_context":
+            with_context = request_input.example_list_with_context
+            return cls(
+                [e.SerializeToString() for e in with_context.examples],
+                with_context.context.SerializeToString(),
+            )
+        raise errors.invalid_argument("Input is empty.")
 
     def tensor(self) -> np.ndarray:
         if not self.serialized:
