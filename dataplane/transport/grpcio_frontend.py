@@ -26,10 +26,13 @@ import grpc
 
 from dataplane.transport.tls import TlsTuple
 
-# Handler threads beyond the pending bound: calls refused UNAVAILABLE need a thread to be refused.
+# grpcio gives every call a thread of its own from its arrival (before its request message), so
+# calls in grpcio's hands are bounded by the threads: the pending bound plus these, so that calls
+# beyond the bound get a thread to be refused UNAVAILABLE; past that grpcio itself refuses them
+# (RESOURCE_EXHAUSTED) without a thread, so streams that never send their message cannot park
+# an unbounded number of threads.
 _REFUSING_THREADS = 16
-# Without a pending bound, at most this many calls run at once (the rest wait for a thread).
-_UNBOUNDED_THREADS = 4096
+_UNBOUNDED_THREADS = 4096  # the thread bound without a pending bound
 
 
 class _Finish:
@@ -179,8 +182,10 @@ class Frontend:
         self._calls: deque[Call] = deque()
         self._ready = threading.Condition()
         self._closed = False
-        threads = max_pending_calls + _REFUSING_THREADS if max_pending_calls else _UNBOUNDED_THREADS
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpcio")
+        self._threads = (
+            max_pending_calls + _REFUSING_THREADS if max_pending_calls else _UNBOUNDED_THREADS
+        )
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="grpcio")
         self._server: grpc.Server | None = None
 
     def start(self) -> list[int]:
@@ -189,6 +194,7 @@ class Frontend:
             self._pool,
             handlers=(_GenericHandler(self),),
             options=self._channel_args,
+            maximum_concurrent_rpcs=self._threads,
         )
         ports = []
         for address in self._addresses:

@@ -141,3 +141,32 @@ def test_with_client_verify_a_client_without_a_certificate_never_reaches_python(
         assert not reached
         frontend.close()
         taker.join(5)
+
+
+def test_calls_whose_message_never_comes_cannot_take_every_thread() -> None:
+    """grpcio parks a thread per call until its request arrives; beyond the pending bound plus
+    a few threads to refuse with, grpcio refuses calls itself, and the server stays usable."""
+    with (
+        serving(max_pending_calls=1) as (frontend, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        release = threading.Event()
+
+        def never_sends() -> Iterator[bytes]:
+            release.wait(10)
+            return
+            yield b""
+
+        silent = channel.stream_unary(METHOD)
+        parked = [silent.future(never_sends(), timeout=10) for _ in range(17)]
+        time.sleep(0.5)  # all 17 (the bound, 1, plus 16) hold a thread
+        with pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary(METHOD)(b"one more", timeout=10)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        release.set()
+        for call in parked:
+            assert call.exception(timeout=10).code() is grpc.StatusCode.INTERNAL
+        answer = channel.unary_unary(METHOD).future(b"now", timeout=10)
+        (call,) = take(frontend, 1)
+        call.finish(b"served")
+        assert answer.result(timeout=5) == b"served"
