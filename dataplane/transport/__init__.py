@@ -32,13 +32,20 @@ _GRPCIO = "dataplane.transport.grpcio_frontend"
 class Call(Protocol):
     """One call whose request has arrived (and, again, its cancellation, if Python holds it)."""
 
-    id: int
-    method: str  # "/package.Service/Method"
-    request: bytes
-    cancelled: bool  # client cancelled, deadline passed, or the transport ended it
-    metadata: list[tuple[str, str]]  # ASCII request metadata, keys lower-case, no "-bin" keys
-    client_verified: bool  # TLS verified a client certificate against custom_ca
-    expired: bool  # the client's deadline has passed
+    @property
+    def id(self) -> int: ...  # unique per call
+    @property
+    def method(self) -> str: ...  # "/package.Service/Method"
+    @property
+    def request(self) -> bytes: ...
+    @property
+    def cancelled(self) -> bool: ...  # client cancelled, deadline passed, or transport ended it
+    @property
+    def metadata(self) -> list[tuple[str, str]]: ...  # ASCII, keys lower-case, no "-bin" keys
+    @property
+    def client_verified(self) -> bool: ...  # TLS verified a client certificate (custom_ca)
+    @property
+    def expired(self) -> bool: ...  # the client's deadline has passed
 
     def finish(self, response: bytes) -> bool: ...
     def abort(self, code: int, message: str) -> bool: ...
