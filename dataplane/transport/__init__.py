@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol
 
-from dataplane.transport.tls import TlsTuple
-
 log = logging.getLogger(__name__)
 
 TRANSPORTS = ("native", "grpcio")
 ChannelArgs = Sequence[tuple[str, int | str]]
+# What a Frontend takes for TLS (transport/tls.py reads it from --ssl_config_file):
+# (server_key_pem, server_cert_pem, custom_ca_pem or b"", client_verify).
+TlsTuple = tuple[bytes, bytes, bytes, bool]
 
 # The native candidates, in order: the Rust extension, then the C++ one it replaces (which
 # takes neither `tls` nor `max_pending_calls`).

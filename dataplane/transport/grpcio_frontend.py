@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from dataplane.transport.tls import TlsTuple
+from dataplane.transport import TlsTuple
 
 # grpcio gives every call a thread of its own from its arrival (before its request message), so
 # calls in grpcio's hands are bounded by the threads: the pending bound plus these, so that calls

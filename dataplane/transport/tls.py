@@ -16,10 +16,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from dataplane.transport import TlsTuple
 from modelplane import ssl_config_pb2
-
-# What the transports take: (server_key_pem, server_cert_pem, custom_ca_pem or b"", client_verify).
-TlsTuple = tuple[bytes, bytes, bytes, bool]
 
 
 class TlsConfigError(Exception):
