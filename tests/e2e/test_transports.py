@@ -53,6 +53,14 @@ def test_each_transport_serves_a_real_model_to_the_official_client(
     try:
         with grpc.insecure_channel(plane.grpc_target) as channel:
             np.testing.assert_allclose(predict(channel), EXPECTED)
+            raw = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+            with pytest.raises(grpc.RpcError) as garbage:
+                raw(b"\xff\xff\xff\xff", timeout=30)
+            assert garbage.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert garbage.value.details() == (
+                "cannot parse the request as tensorflow.serving.PredictRequest"
+            )
+            np.testing.assert_allclose(predict(channel), EXPECTED)
     finally:
         plane.stop()
     log = plane.log_path.read_text()
