@@ -35,8 +35,8 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from dataplane import _grpc_frontend
 from dataplane.errors import Code, ServingError
+from dataplane.transport import Call, Frontend, Transport, select_transport
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def service_routes(
 class ResponseStream:
     """The writing end of a server-streaming call."""
 
-    def __init__(self, call: _grpc_frontend.Call) -> None:
+    def __init__(self, call: Call) -> None:
         self._call = call
 
     @property
@@ -121,7 +121,7 @@ class ResponseStream:
 
 
 class GrpcServer:
-    """Owns the native transport, the dispatcher thread and the pool for blocking handlers."""
+    """Owns the transport, the dispatcher thread and the pool for blocking handlers."""
 
     def __init__(
         self,
@@ -129,21 +129,24 @@ class GrpcServer:
         channel_args: ChannelArgs,
         blocking_workers: int,
         spin_microseconds: int = 0,
+        transport: Transport | None = None,
     ) -> None:
         """`spin_microseconds`: how long the dispatcher polls for a next call, under light
-        load, before it sleeps (native/grpc_frontend.cpp, CallQueue::take_all says why)."""
+        load, before it sleeps (native/grpc_frontend.cpp, CallQueue::take_all says why).
+        `transport`: the module serving the calls (--grpc_transport; default: native)."""
+        self._transport = transport or select_transport()
         self._routes = dict(routes)
         self._channel_args = list(channel_args)
         self._spin_microseconds = spin_microseconds
         self._pool = ThreadPoolExecutor(max_workers=blocking_workers, thread_name_prefix="grpc")
-        self._frontend: _grpc_frontend.Frontend | None = None
+        self._frontend: Frontend | None = None
         self._dispatcher = threading.Thread(target=self._dispatch_forever, name="grpc-dispatch")
         self._waiting: dict[int, Future[Message]] = {}  # answers to come, by call id
 
     def start(self, addresses: Sequence[str]) -> int:
         """Bind every address and start serving; returns the port bound for the last one."""
-        self._frontend = _grpc_frontend.Frontend(
-            list(addresses), self._channel_args, self._spin_microseconds
+        self._frontend = self._transport.frontend(
+            addresses, self._channel_args, self._spin_microseconds
         )
         ports = self._frontend.start()
         self._dispatcher.start()
@@ -165,7 +168,7 @@ class GrpcServer:
     def _dispatch_forever(self) -> None:
         assert self._frontend is not None
         while calls := self._frontend.next_calls():
-            together: dict[str, list[tuple[_grpc_frontend.Call, Message]]] = {}
+            together: dict[str, list[tuple[Call, Message]]] = {}
             for call in calls:
                 decoded = self._decode(call)
                 if decoded is None:
@@ -180,7 +183,7 @@ class GrpcServer:
             for method, received in together.items():
                 self._answer_together(self._routes[method], received)
 
-    def _decode(self, call: _grpc_frontend.Call) -> tuple[Route, Message] | None:
+    def _decode(self, call: Call) -> tuple[Route, Message] | None:
         """The call's route and request, or None when it is already dealt with."""
         if call.cancelled:  # gone before we started, or a cancellation of one we hold
             waiting = self._waiting.pop(call.id, None)
@@ -198,9 +201,7 @@ class GrpcServer:
             call.abort(Code.INVALID_ARGUMENT, message)
             return None
 
-    def _answer_together(
-        self, route: Route, received: Sequence[tuple[_grpc_frontend.Call, Message]]
-    ) -> None:
+    def _answer_together(self, route: Route, received: Sequence[tuple[Call, Message]]) -> None:
         """Offer calls taken together to the route's coalescer; serve the rest one by one.
 
         Calls in a joint are not registered for cancellation: a client that goes away is
@@ -224,7 +225,7 @@ class GrpcServer:
     def _reply_joint(
         self,
         route: Route,
-        members: Sequence[tuple[_grpc_frontend.Call, Message]],
+        members: Sequence[tuple[Call, Message]],
         done: Future[Sequence[bytes]],
     ) -> None:
         responses = None if done.cancelled() or done.exception() else done.result()
@@ -235,7 +236,7 @@ class GrpcServer:
         for (call, _), response in zip(members, responses, strict=True):
             call.finish(response)
 
-    def _answer(self, call: _grpc_frontend.Call, route: Route, request: Message) -> None:
+    def _answer(self, call: Call, route: Route, request: Message) -> None:
         try:
             if route.kind is Kind.STREAM:
                 route.handler(request, ResponseStream(call))
@@ -252,12 +253,12 @@ class GrpcServer:
             self._waiting[call.id] = answer
             answer.add_done_callback(lambda done: self._reply_later(call, done))
 
-    def _reply_later(self, call: _grpc_frontend.Call, done: Future[Message]) -> None:
+    def _reply_later(self, call: Call, done: Future[Message]) -> None:
         self._waiting.pop(call.id, None)
         _reply(call, done)
 
 
-def _reply(call: _grpc_frontend.Call, done: Future[Message]) -> None:
+def _reply(call: Call, done: Future[Message]) -> None:
     if done.cancelled():  # the transport has already ended the call
         return
     error = done.exception()
@@ -267,7 +268,7 @@ def _reply(call: _grpc_frontend.Call, done: Future[Message]) -> None:
         call.finish(done.result().SerializeToString())
 
 
-def _fail(call: _grpc_frontend.Call, exc: BaseException) -> None:
+def _fail(call: Call, exc: BaseException) -> None:
     """Core errors carry TF Serving's codes; anything else is a bug, reported as INTERNAL."""
     if isinstance(exc, ServingError):
         call.abort(exc.code, exc.message)

@@ -22,7 +22,6 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
-    input_pb2,
     model_management_pb2,
     model_pb2,
     model_service_pb2,
@@ -116,17 +115,6 @@ def fill_model_spec(spec: model_pb2.ModelSpec, resolved: Resolved) -> None:
     spec.version.value = resolved.version
     if resolved.signature_name:
         spec.signature_name = resolved.signature_name
-
-
-def examples_from_input(request_input: input_pb2.Input) -> Examples:
-    """The Input oneof as serialized examples (context serialized once, merged per example)."""
-    kind = request_input.WhichOneof("kind")
-    if kind == "example_list":
-        return Examples.from_protos(request_input.example_list.examples)
-    if kind == "example_list_with_context":
-        with_context = request_input.example_list_with_context
-        return Examples.from_protos(with_context.examples, with_context.context)
-    raise errors.invalid_argument("Input is empty.")
 
 
 def fill_classification(
@@ -272,7 +260,7 @@ class PredictionHandlers:
         plan = self._service.classify_plan(
             model_ref(request.model_spec),
             request.model_spec.signature_name,
-            examples_from_input(request.input),
+            Examples.from_input(request.input),
         )
         return self._service.submit(plan, _classification_response)
 
@@ -282,7 +270,7 @@ class PredictionHandlers:
         plan = self._service.regress_plan(
             model_ref(request.model_spec),
             request.model_spec.signature_name,
-            examples_from_input(request.input),
+            Examples.from_input(request.input),
         )
         return self._service.submit(plan, _regression_response)
 
@@ -293,7 +281,7 @@ class PredictionHandlers:
             InferenceTask(model_ref(t.model_spec), t.model_spec.signature_name, t.method_name)
             for t in request.tasks
         ]
-        plan = self._service.multi_inference_plan(tasks, examples_from_input(request.input))
+        plan = self._service.multi_inference_plan(tasks, Examples.from_input(request.input))
         return self._service.submit(plan, _multi_inference_response)
 
     def get_model_metadata(

@@ -35,6 +35,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
+from ssl import SSLContext
 
 import orjson
 import uvloop
@@ -685,7 +686,9 @@ class HttpServer:
         limits: HttpLimits = HttpLimits(),
         common_headers: tuple[tuple[str, str], ...] = (),
         error_response: ErrorResponder = internal_error,
+        ssl: SSLContext | None = None,
     ) -> None:
+        """`ssl`: serve HTTPS with this context (the loop does the TLS)."""
         self.handler = handler
         self.error_response = error_response
         self.limits = limits
@@ -693,6 +696,7 @@ class HttpServer:
         self.stopping = False
         self.pending = 0  # answers being waited for, on every connection
         self._address = (host, port)
+        self._ssl = ssl
         self._common_headers = _header_lines(common_headers)
         self._date = _DateHeader()
         self._connections: set[_Connection] = set()
@@ -717,7 +721,9 @@ class HttpServer:
             listener.close()
             raise
         self._listener = listener
-        serving = self.loop.create_server(lambda: _Connection(self), sock=listener, backlog=1024)
+        serving = self.loop.create_server(
+            lambda: _Connection(self), sock=listener, backlog=1024, ssl=self._ssl
+        )
         self._server = self.loop.run_until_complete(serving)
         self.loop.call_soon(self._tick)
         self._thread = threading.Thread(target=self.loop.run_forever, name="rest-loop", daemon=True)

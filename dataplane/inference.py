@@ -25,6 +25,7 @@ import numpy as np
 from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import input_pb2
 
 from dataplane import errors
 from dataplane.errors import Code, ServingError
@@ -129,6 +130,18 @@ class Examples:
         if self.context_proto is not None:
             values += _feature_values(self.context_proto) * count
         limits.check_request(count + values)
+
+    @classmethod
+    def from_input(cls, request_input: input_pb2.Input) -> Examples:
+        """TF Serving's Input message (a gRPC request's, or a warmup log's): the context is
+        serialized once, to be merged into each example."""
+        kind = request_input.WhichOneof("kind")
+        if kind == "example_list":
+            return cls.from_protos(request_input.example_list.examples)
+        if kind == "example_list_with_context":
+            with_context = request_input.example_list_with_context
+            return cls.from_protos(with_context.examples, with_context.context)
+        raise errors.invalid_argument("Input is empty.")
 
     def tensor(self) -> np.ndarray:
         if not self.serialized:

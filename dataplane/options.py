@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from dataplane.limits import DEFAULT_MAX_ELEMENTS
+from dataplane.transport import TRANSPORTS
 
 
 def _parse_bool(text: str) -> bool:
@@ -44,6 +45,9 @@ class ServerOptions:
     grpc_max_threads: int = 0
     grpc_channel_arguments: str = ""
     grpc_dispatcher_spin_micros: int = 300
+    grpc_transport: str = "native"
+    grpc_max_pending_calls: int = 4096
+    ssl_config_file: str = ""
     enable_grpc_healthcheck_service: bool = True
     model_name: str = "default"
     model_base_path: str = ""
@@ -119,6 +123,12 @@ _HELP: dict[str, str] = {
     "grpc_dispatcher_spin_micros": "Under light load the gRPC dispatcher polls this long for "
     "the next call before it sleeps: lower latency for up to one core of polling; 0 turns it "
     "off (modelplane extension)",
+    "grpc_transport": "gRPC transport: native (the built extension; grpcio, with a warning, "
+    "where it is not built) or grpcio (modelplane extension)",
+    "grpc_max_pending_calls": "gRPC calls held for the Python side at once beyond which new "
+    "calls get UNAVAILABLE at once; 0: no bound (modelplane extension)",
+    "ssl_config_file": "SSLConfig text proto: TLS for gRPC and, beyond TF Serving, HTTPS on the "
+    "REST port (client_verify: mutual TLS against custom_ca)",
     "grace_period_seconds": "On SIGTERM, wait this long for in-flight requests (modelplane)",
     "version": "Display version and exit",
 }
@@ -131,6 +141,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 # Bounds and sizes that make no sense below zero (0 has its documented meaning).
 _NON_NEGATIVE = (
     "grpc_dispatcher_spin_micros",
+    "grpc_max_pending_calls",
     "rest_api_timeout_in_ms",
     "rest_api_max_body_bytes",
     "rest_api_max_json_depth",
@@ -180,4 +191,6 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
     for name in _NON_NEGATIVE:
         if getattr(namespace, name) < 0:
             parser.error(f"--{name} must be >= 0")
+    if namespace.grpc_transport not in TRANSPORTS:
+        parser.error(f"--grpc_transport must be one of {', '.join(TRANSPORTS)}")
     return ServerOptions(**vars(namespace))

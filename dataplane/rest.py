@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import unquote
 
@@ -202,7 +203,9 @@ class RestServer:
         options: ServerOptions,
         service: InferenceService,
         extra_routes: Mapping[str, ExtraRoute] | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
+        """`ssl`: serve HTTPS (--ssl_config_file)."""
         cors = options.rest_api_enable_cors_support
         api = RestApi(service, extra_routes or {}, cors, options.rest_api_max_json_depth)
         self._http = HttpServer(
@@ -211,6 +214,7 @@ class RestServer:
             limits=http_limits(options),
             common_headers=_CORS_HEADERS if cors else (),
             error_response=error_response,
+            ssl=ssl,
         )
 
     @property

@@ -26,6 +26,8 @@ from dataplane.manager import ModelManager
 from dataplane.options import ServerOptions
 from dataplane.rest import ExtraRoute, RestServer
 from dataplane.servable import SessionOptions, load_servable
+from dataplane.transport import Transport, select_transport
+from dataplane.transport.tls import TlsConfig, TlsConfigError, read_ssl_config
 from dataplane.warmup import PreparedLoader
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,25 @@ def batching_runner(
     return BatchingRunner(config, serving_metrics)
 
 
+def tls_config(options: ServerOptions) -> TlsConfig | None:
+    """--ssl_config_file: TLS on both ports (checked before any model loads)."""
+    if not options.ssl_config_file:
+        return None
+    try:
+        return read_ssl_config(options.ssl_config_file)
+    except TlsConfigError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def grpc_transport(options: ServerOptions, tls: TlsConfig | None) -> Transport:
+    """--grpc_transport with the TLS config and --grpc_max_pending_calls it gets."""
+    return select_transport(
+        options.grpc_transport,
+        tls.transport_tuple() if tls is not None else None,
+        options.grpc_max_pending_calls,
+    )
+
+
 def metrics_routes(
     options: ServerOptions, serving_metrics: metrics.ServingMetrics
 ) -> dict[str, ExtraRoute]:
@@ -91,6 +112,7 @@ class DataPlane:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.metrics = metrics.ServingMetrics()
+        self.tls = tls_config(options)
         self.batching = batching_runner(options, self.metrics)
         runner = self.batching or run_direct
         load = PreparedLoader(
@@ -119,7 +141,10 @@ class DataPlane:
         self._grpc = self._build_grpc_server()
         routes = metrics_routes(options, self.metrics)
         rest_service = self.service.via("REST")
-        self.rest = RestServer(options, rest_service, routes) if options.rest_api_port else None
+        self.rest = None
+        if options.rest_api_port:
+            ssl = self.tls.ssl_context() if self.tls is not None else None
+            self.rest = RestServer(options, rest_service, routes, ssl)
         self.grpc_port = 0
 
     def _build_grpc_server(self) -> GrpcServer:
@@ -142,6 +167,7 @@ class DataPlane:
             channel_arguments(self.options.grpc_channel_arguments),
             blocking_workers=2,
             spin_microseconds=self.options.grpc_dispatcher_spin_micros,
+            transport=grpc_transport(self.options, self.tls),
         )
 
     def start(self) -> None:

@@ -28,8 +28,14 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from dataplane import batching, errors, tensors
 from dataplane.errors import Code, ServingError
-from dataplane.grpc_service import examples_from_input
-from dataplane.inference import InferenceService, InferenceTask, ModelRef, Runner, run_direct
+from dataplane.inference import (
+    Examples,
+    InferenceService,
+    InferenceTask,
+    ModelRef,
+    Runner,
+    run_direct,
+)
 from dataplane.manager import LoadFn
 from dataplane.metrics import ServingMetrics
 from dataplane.servable import Servable
@@ -103,16 +109,16 @@ def replay(service: InferenceService, entry: prediction_log_pb2.PredictionLog) -
         )
     elif kind == "classify_log":
         request = entry.classify_log.request
-        service.classify(ref, request.model_spec.signature_name, examples_from_input(request.input))
+        service.classify(ref, request.model_spec.signature_name, Examples.from_input(request.input))
     elif kind == "regress_log":
         request = entry.regress_log.request
-        service.regress(ref, request.model_spec.signature_name, examples_from_input(request.input))
+        service.regress(ref, request.model_spec.signature_name, Examples.from_input(request.input))
     elif kind == "multi_inference_log":
         request = entry.multi_inference_log.request
         tasks = [
             InferenceTask(ref, t.model_spec.signature_name, t.method_name) for t in request.tasks
         ]
-        service.multi_inference(tasks, examples_from_input(request.input))
+        service.multi_inference(tasks, Examples.from_input(request.input))
     else:
         raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
 

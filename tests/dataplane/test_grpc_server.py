@@ -1,4 +1,5 @@
-"""The gRPC front end itself: native transport, dispatcher, routes, futures, errors, drain."""
+"""The gRPC front end itself: dispatcher, routes, futures, errors, drain, and the transport
+contract: every test that serves runs on each transport (native and grpcio)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2
 from dataplane import errors
 from dataplane.grpc_server import GrpcServer, Joint, Kind, ResponseStream, service_routes
 from dataplane.options import ServerOptions
+from dataplane.transport import TRANSPORTS, Transport, select_transport
 
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 CHECK = "/grpc.health.v1.Health/Check"
@@ -57,10 +59,18 @@ class Handlers:
         threading.Thread(target=send_all).start()
 
 
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """Each transport by name; `native` must really be native here (no silent fallback)."""
+    chosen = select_transport(request.param)
+    assert chosen.name.endswith("grpcio_frontend") == (request.param == "grpcio")
+    return chosen
+
+
 def start_server(
-    routes, channel_args=(), address="127.0.0.1:0", spin_microseconds=0
+    routes, transport, channel_args=(), address="127.0.0.1:0", spin_microseconds=0
 ) -> tuple[GrpcServer, int]:
-    server = GrpcServer(routes, list(channel_args), 2, spin_microseconds)
+    server = GrpcServer(routes, list(channel_args), 2, spin_microseconds, transport)
     return server, server.start([address])
 
 
@@ -70,11 +80,11 @@ def handlers() -> Handlers:
 
 
 @pytest.fixture(scope="module")
-def channel(handlers: Handlers) -> Iterator[grpc.Channel]:
+def channel(handlers: Handlers, transport: Transport) -> Iterator[grpc.Channel]:
     """The module's shared server polls for calls as `python -m dataplane` does by default."""
     routes = service_routes(HEALTH, {"Check": handlers.check, "Watch": handlers.watch})
     spin = ServerOptions().grpc_dispatcher_spin_micros
-    server, port = start_server(routes, spin_microseconds=spin)
+    server, port = start_server(routes, transport, spin_microseconds=spin)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel
     server.stop(0)
@@ -187,12 +197,12 @@ def test_server_streaming_writes_every_message_in_order(channel) -> None:
 
 
 @pytest.mark.parametrize("spin", [0, 1, 300, 5000])
-def test_calls_in_a_row_and_a_stop_work_with_any_spin(spin: int) -> None:
+def test_calls_in_a_row_and_a_stop_work_with_any_spin(transport, spin: int) -> None:
     """Sequential calls are the light load the dispatcher polls for; stopping must not wait on
     the poll, even one longer than the grace period."""
     handlers = Handlers()
     routes = service_routes(HEALTH, {"Check": handlers.check})
-    server, port = start_server(routes, spin_microseconds=spin)
+    server, port = start_server(routes, transport, spin_microseconds=spin)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         check = unary(channel)
         statuses = [check(Request(service="ok"), timeout=5).status for _ in range(20)]
@@ -202,9 +212,11 @@ def test_calls_in_a_row_and_a_stop_work_with_any_spin(spin: int) -> None:
     assert time.monotonic() - started < 2.0
 
 
-def test_blocking_routes_run_on_the_pool() -> None:
+def test_blocking_routes_run_on_the_pool(transport) -> None:
     handlers = Handlers()
-    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}, {"Check"}))
+    server, port = start_server(
+        service_routes(HEALTH, {"Check": handlers.check}, {"Check"}), transport
+    )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             unary(channel)(Request(service="ok"), timeout=5)
@@ -251,10 +263,12 @@ class Coalescing:
         return joints
 
 
-def taken_together(coalescing: Coalescing, coalesce, names: list[str]) -> dict[str, int]:
+def taken_together(
+    transport: Transport, coalescing: Coalescing, coalesce, names: list[str]
+) -> dict[str, int]:
     """Send `names` while "block" holds the dispatcher, so one wake-up takes them all."""
     routes = service_routes(HEALTH, {"Check": coalescing.check}, coalescers={"Check": coalesce})
-    server, port = start_server(routes)
+    server, port = start_server(routes, transport)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             check = unary(channel)
@@ -270,10 +284,10 @@ def taken_together(coalescing: Coalescing, coalesce, names: list[str]) -> dict[s
     return statuses
 
 
-def test_calls_taken_together_are_offered_to_the_coalescer() -> None:
+def test_calls_taken_together_are_offered_to_the_coalescer(transport) -> None:
     coalescing = Coalescing()
     names = ["co-1", "fail-1", "co-2", "alone", "co-3", "fail-2"]
-    statuses = taken_together(coalescing, coalescing.coalesce, names)
+    statuses = taken_together(transport, coalescing, coalescing.coalesce, names)
     assert sorted(coalescing.joints) == [["co-1", "co-2", "co-3"], ["fail-1", "fail-2"]]
     assert statuses == {
         "co-1": Response.SERVING,
@@ -285,11 +299,11 @@ def test_calls_taken_together_are_offered_to_the_coalescer() -> None:
     }
 
 
-def test_a_coalescer_that_raises_leaves_every_call_to_be_served_alone() -> None:
+def test_a_coalescer_that_raises_leaves_every_call_to_be_served_alone(transport) -> None:
     def broken(requests: list[Request]) -> list[Joint]:
         raise RuntimeError("a bug in the coalescer")
 
-    statuses = taken_together(Coalescing(), broken, ["co-1", "co-2", "co-3"])
+    statuses = taken_together(transport, Coalescing(), broken, ["co-1", "co-2", "co-3"])
     assert statuses == dict.fromkeys(["co-1", "co-2", "co-3"], Response.NOT_SERVING)
 
 
@@ -298,12 +312,12 @@ def test_only_unary_routes_coalesce(handlers) -> None:
         service_routes(HEALTH, {"Watch": handlers.watch}, coalescers={"Watch": lambda rs: []})
 
 
-def test_channel_arguments_apply(handlers) -> None:
+def test_channel_arguments_apply(handlers, transport) -> None:
     """A receive limit set as a channel argument is enforced by the transport."""
     routes = service_routes(HEALTH, {"Check": handlers.check})
     payload = Request(service="big").SerializeToString()
     too_big = payload + b"\x1a\x80\x01" + b"y" * 128  # plus an unknown 128-byte field
-    server, port = start_server(routes, [("grpc.max_receive_message_length", 64)])
+    server, port = start_server(routes, transport, [("grpc.max_receive_message_length", 64)])
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             raw = channel.unary_unary(CHECK, response_deserializer=Response.FromString)
@@ -314,10 +328,10 @@ def test_channel_arguments_apply(handlers) -> None:
         server.stop(0)
 
 
-def test_unix_socket_addresses_serve(tmp_path, handlers) -> None:
+def test_unix_socket_addresses_serve(tmp_path, handlers, transport) -> None:
     path = tmp_path / "grpc.sock"
     routes = service_routes(HEALTH, {"Check": handlers.check})
-    server, _ = start_server(routes, address=f"unix:{path}")
+    server, _ = start_server(routes, transport, address=f"unix:{path}")
     try:
         with grpc.insecure_channel(f"unix:{path}") as channel:
             assert unary(channel)(Request(service="ok"), timeout=5).status == Response.SERVING
@@ -325,21 +339,23 @@ def test_unix_socket_addresses_serve(tmp_path, handlers) -> None:
         server.stop(0)
 
 
-def test_a_port_in_use_is_a_clear_error(handlers) -> None:
+def test_a_port_in_use_is_a_clear_error(transport) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = GrpcServer({}, channel_args=[("grpc.so_reuseport", 0)], blocking_workers=1)
+        server = GrpcServer({}, [("grpc.so_reuseport", 0)], 1, transport=transport)
         with pytest.raises(RuntimeError, match=f"cannot listen on 127\\.0\\.0\\.1:{port}"):
             server.start([f"127.0.0.1:{port}"])
 
 
 @contextmanager
-def one_call_held() -> Iterator[tuple[GrpcServer, Future[Response], grpc.Future]]:
+def one_call_held(
+    transport: Transport,
+) -> Iterator[tuple[GrpcServer, Future[Response], grpc.Future]]:
     """A fresh server holding one Check call: (server, the handler's future, the client's)."""
     handlers = Handlers()
-    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}))
+    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}), transport)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         answer = unary(channel).future(Request(service="held"), timeout=10)
         while not handlers.held:
@@ -347,8 +363,8 @@ def one_call_held() -> Iterator[tuple[GrpcServer, Future[Response], grpc.Future]
         yield server, handlers.held[0], answer
 
 
-def test_stop_lets_an_in_flight_call_finish_within_the_grace_period() -> None:
-    with one_call_held() as (server, held, answer):
+def test_stop_lets_an_in_flight_call_finish_within_the_grace_period(transport) -> None:
+    with one_call_held(transport) as (server, held, answer):
         stopper = threading.Thread(target=server.stop, args=(5,))
         stopper.start()
         time.sleep(0.2)
@@ -359,11 +375,11 @@ def test_stop_lets_an_in_flight_call_finish_within_the_grace_period() -> None:
         assert not stopper.is_alive()
 
 
-def test_more_calls_at_once_than_the_transport_asks_for_ahead_are_all_served() -> None:
+def test_more_calls_at_once_than_the_transport_asks_for_ahead_are_all_served(transport) -> None:
     """The transport asks gRPC for 32 calls ahead and one more as each arrives; 100 held at
     once must all reach the handler and all be answered."""
     handlers = Handlers()
-    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}))
+    server, port = start_server(service_routes(HEALTH, {"Check": handlers.check}), transport)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         answers = [unary(channel).future(Request(service="held"), timeout=10) for _ in range(100)]
         deadline = time.monotonic() + 5
@@ -377,8 +393,8 @@ def test_more_calls_at_once_than_the_transport_asks_for_ahead_are_all_served() -
     server.stop(0)
 
 
-def test_a_call_held_past_the_grace_period_is_cancelled_and_its_future_too() -> None:
-    with one_call_held() as (server, held, answer):
+def test_a_call_held_past_the_grace_period_is_cancelled_and_its_future_too(transport) -> None:
+    with one_call_held(transport) as (server, held, answer):
         started = time.monotonic()
         server.stop(0.2)
         assert time.monotonic() - started < 3
@@ -412,13 +428,15 @@ ENDED_EARLY = {
 }
 
 
-def test_cancels_deadlines_streams_and_late_answers_around_a_stop_all_end_cleanly() -> None:
+def test_cancels_deadlines_streams_and_late_answers_around_a_stop_all_end_cleanly(
+    transport,
+) -> None:
     """The native call's lifetime is shared by gRPC's events and Python's answers; a mix of
     everything that ends a call, then a stop mid-flight, must leave every client answered and
     the process standing (answers after the stop are dropped)."""
     handlers = Handlers()
     routes = service_routes(HEALTH, {"Check": handlers.check, "Watch": handlers.watch})
-    server, port = start_server(routes, spin_microseconds=300)
+    server, port = start_server(routes, transport, spin_microseconds=300)
     plan = [("ok", 5), ("held", 5), ("held", 0.02), ("missing", 5)]  # (service, timeout)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         calls = []

@@ -46,6 +46,8 @@ def test_flag_forms_and_types():
         ["--port=abc"],
         ["--enable_batching=maybe"],
         ["--grpc_dispatcher_spin_micros=-1"],
+        ["--grpc_transport=cxx"],
+        ["--grpc_max_pending_calls=-5"],
     ],
 )
 def test_bad_flags_exit_with_a_clear_error(argv, capsys):
@@ -55,6 +57,14 @@ def test_bad_flags_exit_with_a_clear_error(argv, capsys):
     err = capsys.readouterr().err
     assert "error:" in err
     assert argv[0].split("=")[0] in err
+
+
+def test_transport_flags_default_to_native_with_a_pending_bound():
+    defaults = parse_options([])
+    assert (defaults.grpc_transport, defaults.grpc_max_pending_calls) == ("native", 4096)
+    assert defaults.ssl_config_file == ""
+    chosen = parse_options(["--grpc_transport=grpcio", "--ssl_config_file=/etc/ssl.conf"])
+    assert (chosen.grpc_transport, chosen.ssl_config_file) == ("grpcio", "/etc/ssl.conf")
 
 
 def test_offload_pool_takes_the_larger_thread_flag():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from dataplane.errors import Code, ServingError
 from dataplane.metrics import ServingMetrics
 from dataplane.servable import Servable, SessionOptions, Signature, load_servable
 from dataplane.warmup import MAX_RECORDS, PreparedLoader, warm_up, warmup_file
+from tests.support.processes import REPO_ROOT
 
 PredictionLog = prediction_log_pb2.PredictionLog
 
@@ -277,3 +280,18 @@ def test_warmup_disabled_skips_the_file(version_dir: str) -> None:
     servable = loader("hp", 1, version_dir)
     assert servable.version == 1
     servable.close()
+
+
+def test_warmup_runs_on_the_core_without_the_grpc_layers() -> None:
+    """As TF Serving's saved_model_warmup: replay goes to the protocol-free core, so loading
+    warmup pulls in neither the gRPC services nor grpcio, nor the REST layer."""
+    probe = (
+        "import sys, dataplane.warmup; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'grpc' "
+        "or m.startswith(('dataplane.grpc', 'dataplane.http', 'dataplane.rest'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
