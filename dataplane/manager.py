@@ -186,12 +186,11 @@ class ModelManager:
         if label:
             labelled = model.labels.get(label) if model else None
             if labelled is None:
-                raise errors.not_found(f"Unrecognized servable version label: {label}")
+                raise errors.invalid_argument(f"Unrecognized servable version label: {label}")
             slot = model.versions.get(labelled)  # type: ignore[union-attr]
             if slot is None or not slot.routable:
                 raise errors.not_found(
-                    f"Servable not found for request: Specific({name}, {labelled}) (version "
-                    f"label {label} names version {labelled}, which is not available)"
+                    f"Servable not found for request: Specific({name}, {labelled})"
                 )
             return slot
         if version is None:

@@ -28,7 +28,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from dataplane import errors
-from dataplane.errors import ServingError
+from dataplane.errors import ServingError, UnknownSignature
 from dataplane.http_server import HttpServer, Request, Response, internal_error, json_error
 from dataplane.inference import (
     Classification,
@@ -212,6 +212,8 @@ class RestServer:
 def error_response(exc: BaseException) -> Response:
     """A ServingError is `{"error": ...}` with the HTTP status TF Serving maps its code to;
     anything else is a bug in the data plane: a 500, logged."""
+    if isinstance(exc, UnknownSignature):  # REST predict words it as GetInfoMap does
+        return json_error(400, f'Serving signature name: "{exc.key}" not found in signature def')
     if isinstance(exc, ServingError):
         return json_error(exc.http_status, exc.message)
     return internal_error(exc)

@@ -109,7 +109,7 @@ class DataPlane:
         self.service = InferenceService(
             self.manager,
             runner=runner,
-            check_predict_method=options.enable_signature_method_name_check,
+            check_method_names=options.enable_signature_method_name_check,
             metrics=self.metrics,
             offload=self._offload,
         )

@@ -285,7 +285,7 @@ BOTH_FORMS = "Not formatted correctly expecting only one of 'inputs' or 'instanc
             "JSON Value: 100 not formatted correctly. 'signature_name' key must be a string value.",
         ),
         (f"{HPT}:predict", {"instances": []}, 400, "No values in 'instances' array"),
-        (f"{HPT}:predict", {"instances": 1.0}, 400, "Excepting 'instances' to be an list/array"),
+        (f"{HPT}:predict", {"instances": 1.0}, 400, "Expecting 'instances' to be an list/array"),
         (
             "/v1/models/nope:predict",
             {"instances": [1]},
@@ -331,7 +331,8 @@ def test_predict_unknown_signature_is_a_bad_request(
     status, result = call(
         session, dataplane, "POST", f"{HPT}:predict", {"signature_name": "nope", "instances": [1.0]}
     )
-    assert (status, result) == (400, {"error": 'Serving signature key "nope" not found.'})
+    error = 'Serving signature name: "nope" not found in signature def'
+    assert (status, result) == (400, {"error": error})
 
 
 def test_oversized_body_is_413_with_an_error_body(
@@ -477,10 +478,15 @@ REGRESS = {"signature_name": "regress_x_to_y"}
         ),
         (
             f"{HPT}:classify",
-            {"signature_name": "serving_default", "examples": [{"x": 1.0}]},
+            {"signature_name": "nope", "examples": [{"x": 1.0}]},
             400,
-            "Expected classification signature method_name to be tensorflow/serving/classify. "
-            "Was: tensorflow/serving/predict",
+            "No signature was found with the name: nope",
+        ),
+        (
+            f"{HPT}:regress",
+            {"signature_name": "nope", "examples": [{"x": 1.0}]},
+            400,
+            "No signature was found with the name: nope",
         ),
         (
             "/v1/models/nope:classify",
