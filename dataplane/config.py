@@ -1,8 +1,8 @@
 """Reading and validating ModelServerConfig, with TensorFlow Serving's rules and wording.
 
 Validation here is static: it needs only the new config and the one in force. Whether a
-label points at a version that is actually available is decided by the manager once the
-new versions have loaded, because only then is it known.
+label points at a version that is available now is decided by the reload plan against the
+manager's state, before anything of the new config loads (as TF Serving does).
 """
 
 from __future__ import annotations
@@ -172,6 +172,14 @@ def _check_version_policy(model: ModelConfig) -> None:
             raise ConfigError(f"Model {model.name}: version numbers must be >= 0, got {negative}")
 
 
+def unavailable_label(model: str, version: int) -> str:
+    """TF Serving's message for a label it will not assign (server_core.cc)."""
+    return (
+        f"Request to assign label to version {version} of model {model}, which is not "
+        "currently available for inference"
+    )
+
+
 def _check_labels(model: ModelConfig) -> None:
     """Labels the policy can never satisfy are caught here, before anything loads."""
     policy = model.model_version_policy
@@ -182,8 +190,5 @@ def _check_labels(model: ModelConfig) -> None:
         if not label:
             raise ConfigError(f"Model {model.name} has a version label with an empty name")
         if specific is not None and version not in specific:
-            raise ConfigError(
-                f"Model {model.name}: label {label} names version {version}, which its "
-                f"specific version policy {sorted(specific)} does not serve",
-                Code.FAILED_PRECONDITION,
-            )
+            # TF Serving words it as any label on a version it does not serve.
+            raise ConfigError(unavailable_label(model.name, version), Code.FAILED_PRECONDITION)

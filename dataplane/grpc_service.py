@@ -399,8 +399,17 @@ class ModelHandlers:
     def handle_reload_config_request(
         self, request: model_management_pb2.ReloadConfigRequest
     ) -> model_management_pb2.ReloadConfigResponse:
-        report = self._manager.apply_config(request.config)
         response = model_management_pb2.ReloadConfigResponse()
+        if request.config.WhichOneof("config") != "model_config_list":
+            # model_service_impl.cc: an empty or custom config is no reload (a config file
+            # or the first config at startup may be empty; a reload request may not).
+            response.status.error_code = int(Code.INVALID_ARGUMENT)
+            response.status.error_message = (
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                "ModelConfigList is currently supported"
+            )
+            return response
+        report = self._manager.apply_config(request.config)
         response.status.error_code = int(report.code)
         response.status.error_message = report.message
         return response

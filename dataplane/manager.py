@@ -261,6 +261,9 @@ class ModelManager:
     def _carry_out(self, plan: ReloadPlan) -> ReloadReport:
         """Stage, wait until every staged version has settled, then commit or roll back."""
         with self._lock:
+            refused = plan.label_error(self._available)
+            if refused is not None:
+                return plan.report(refused, {name: [] for name in plan.touched})
             before = {n: self._models[n].aspired() for n in plan.affected if n in self._models}
             for name, versions in plan.staging(before).items():
                 self._set_aspired(name, versions, staged=True)
@@ -272,6 +275,12 @@ class ModelManager:
                 self._roll_back(plan, before)
             serving = {name: self._models[name].serving() for name in plan.touched}
         return plan.report(failure, serving)
+
+    def _available(self, name: str, version: int) -> bool:
+        """Whether a version serves requests now (staged versions of this reload do not)."""
+        model = self._models.get(name)
+        slot = model.versions.get(version) if model else None
+        return slot is not None and slot.routable
 
     def _status_of(self, name: str, version: int) -> VersionStatus:
         return self._status(version, self._models[name].versions[version])

@@ -188,8 +188,8 @@ def test_label_on_a_version_the_specific_policy_never_serves() -> None:
     )
 
     assert error.message == (
-        "Model a: label canary names version 2, which its specific version policy [1] does "
-        "not serve"
+        "Request to assign label to version 2 of model a, which is not currently available "
+        "for inference"
     )
     assert error.code is Code.FAILED_PRECONDITION
 

@@ -315,15 +315,18 @@ def test_labels_route_over_grpc_and_rest(
         'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 }'
     )
     config_file = tmp_path / "models.config"
-    config_file.write_text(config_text(model_entry("a", a, labels)))
+    config_file.write_text(config_text(model_entry("a", a, "model_version_policy { all {} }")))
     client = serve(f"--model_config_file={config_file}")
+    # As in TF Serving, a label names a version that is AVAILABLE already: load, then label.
+    labelled = client.reload(config_text(model_entry("a", a, labels)))
+    assert (labelled.status.error_code, labelled.status.error_message) == (0, "")
 
     assert client.predict_grpc("a", label="stable") == 2.5
     assert client.predict_grpc("a", label="canary") == 3.5
     assert client.predict_rest("a", label="stable") == 2.5
     assert client.predict_rest("a", label="canary") == 3.5
     assert client.rest_error("/v1/models/a/labels/beta") == (
-        404,
+        400,
         "Unrecognized servable version label: beta",
     )
 
