@@ -225,9 +225,9 @@ def test_edited_config_file_is_applied_and_a_bad_edit_is_ignored(
     config_file.write_text(config_text(model_entry("b", b)) + " this is not a proto")
     time.sleep(2.5)  # two poll rounds
     assert client.predict_grpc("b") == 3.5
-    assert "Keeping the running config: Invalid ModelServerConfig text proto" in (
-        client.plane.log_path.read_text()
-    )
+    log_text = client.plane.log_path.read_text()
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:" in log_text
+    assert f"Keeping the running config: Invalid protobuf file: '{config_file}'" in log_text
 
 
 def test_bad_config_file_at_start_exits_non_zero(
@@ -236,12 +236,31 @@ def test_bad_config_file_at_start_exits_non_zero(
     config_file = tmp_path / "models.config"
     config_file.write_text(config_text(model_entry("a", Path("relative/a"))))
 
-    with pytest.raises(RuntimeError, match="exited with 1") as raised:
+    with pytest.raises(RuntimeError, match="exited with 255") as raised:
         start_dataplane(f"--model_config_file={config_file}")
 
-    assert "Expected model a to have an absolute path or URI; got base_path()=relative/a" in str(
-        raised.value
-    )
+    assert (
+        "Failed to start server. Error: INVALID_ARGUMENT: Expected model a to have an absolute "
+        "path or URI; got base_path()=relative/a"
+    ) in str(raised.value)
+
+
+def test_unparsable_config_file_at_start_fails_as_tf_serving(
+    tmp_path: Path, start_dataplane: Callable[..., DataPlaneProcess]
+) -> None:
+    config_file = tmp_path / "models.config"
+    config_file.write_text("model_config_list { config { nmae: 'a' } }")
+
+    with pytest.raises(RuntimeError, match="exited with 255") as raised:
+        start_dataplane(f"--model_config_file={config_file}")
+
+    assert (
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:30: Message type "
+        '"tensorflow.serving.ModelConfig" has no field named "nmae".'
+    ) in str(raised.value)
+    assert (
+        f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{config_file}'"
+    ) in str(raised.value)
 
 
 # ------------------------------------------------------------------------ version directories
