@@ -135,7 +135,7 @@ def examples_from_input(request_input: input_pb2.Input) -> Examples:
             [e.SerializeToString() for e in with_context.examples],
             with_context.context.SerializeToString(),
         )
-    raise errors.invalid_argument("Input is empty.")
+    return Examples([])  # "Input is empty." once the model is resolved, as in TF Serving
 
 
 def fill_classification(

@@ -58,6 +58,7 @@ def dataplane(saved_models: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     process: DataPlaneProcess = start_dataplane(
         f"--model_config_file={config}",
         f"--rest_api_max_request_bytes={MAX_REQUEST_BYTES}",
+        "--allow_version_labels_for_unavailable_models",  # the label is in the first config
         log_dir=root,
     )
     yield process.rest_url
@@ -175,7 +176,7 @@ def test_metadata_has_tf_servings_shape(
         "defaults": {},
     }
     assert signatures["classify_x_to_y"]["inputs"] == {
-        "inputs": tensor_info("tf_example:0", "DT_STRING", ["-1"])
+        "inputs": tensor_info("tf_example:0", "DT_STRING", None)
     }
 
 
