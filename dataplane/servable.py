@@ -210,8 +210,9 @@ class Signature:
                 return value
         elif value.dtype == numpy_dtype(dtype):
             return value
+        given = "string" if value.dtype.kind in "OSU" else value.dtype.name
         raise errors.invalid_argument(
-            f"Expects arg[{alias}] to be {dtype_name(dtype)} but {value.dtype.name} is provided"
+            f"Expects arg[{alias}] to be {dtype_name(dtype)} but {given} is provided"
         )
 
 

@@ -254,6 +254,60 @@ def build_half_plus_three_tf1(base_path: str, version: int = 123) -> str:
     return _export_tf1_graph(base_path, version, graph, HALF_PLUS_TWO_ASSETS)
 
 
+def build_contract_breakers_tf1(base_path: str, version: int = 1) -> str:
+    """TF1 graph whose signatures each break one rule of TF Serving's Classify/Regress
+    (classifier.cc / regressor.cc), so every such error can be seen on a live server.
+
+    All take serialized ``tf.Example`` strings as ``inputs`` (feature ``x``, one float):
+
+    ==================  ========  ==============================================
+    key                 method    what is wrong
+    ==================  ========  ==============================================
+    two_inputs          regress   inputs ``inputs`` and ``other``
+    three_outputs       classify  outputs ``classes``, ``scores`` and ``extra``
+    classes_vector      classify  ``classes`` string [batch] (not [batch, k])
+    int_scores          classify  ``scores`` int64 [batch, 1]
+    uneven_classes      classify  ``classes`` [batch, 2] but ``scores`` [batch, 1]
+    short_scores        classify  ``scores`` [1, 1] whatever the batch
+    wide_outputs        regress   ``outputs`` float [batch, 2]
+    int_outputs         regress   ``outputs`` int64 [batch]
+    short_outputs       regress   ``outputs`` float [1] whatever the batch
+    ==================  ========  ==============================================
+    """
+
+    def graph() -> dict[str, tf.compat.v1.SignatureDef]:
+        serialized = v1.placeholder(tf.string, shape=[None], name="tf_example")
+        x = _parse_float_feature(serialized, "x", 1)
+        rows = tf.shape(x)[0]
+        labels = tf.fill([rows, 1], "a")
+        two_labels = tf.fill([rows, 2], "a")
+        ints = tf.cast(x, tf.int64)
+        one = {"inputs": serialized}
+
+        def classify(**outputs: tf.Tensor) -> tf.compat.v1.SignatureDef:
+            return _tf1_signature(one, outputs, CLASSIFY)
+
+        def regress(outputs: tf.Tensor) -> tf.compat.v1.SignatureDef:
+            return _tf1_signature(one, {"outputs": outputs}, REGRESS)
+
+        other = v1.placeholder(tf.string, shape=[None], name="other")
+        return {
+            "two_inputs": _tf1_signature(
+                {"inputs": serialized, "other": other}, {"outputs": x}, REGRESS
+            ),
+            "three_outputs": classify(classes=labels, scores=x, extra=x),
+            "classes_vector": classify(classes=tf.fill([rows], "a")),
+            "int_scores": classify(scores=ints),
+            "uneven_classes": classify(classes=two_labels, scores=x),
+            "short_scores": classify(scores=x[:1]),
+            "wide_outputs": regress(tf.concat([x, x], axis=1)),
+            "int_outputs": regress(tf.reshape(ints, [-1])),
+            "short_outputs": regress(tf.reshape(x, [-1])[:1]),
+        }
+
+    return _export_tf1_graph(base_path, version, graph)
+
+
 class _HalfPlusTwoTf2(tf.Module):
     """Native TF2 half_plus_two: the signature set of TF Serving's TF2 test export.
 

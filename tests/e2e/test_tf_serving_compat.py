@@ -9,6 +9,7 @@ equivalents of TF Serving's testdata models, built by TensorFlow in the run
   123 and 124; every signature says ``tensorflow/serving/predict``.
 * ``half_plus_three``: ``saved_model_half_plus_three``, whose regress signature declares a
   DT_FLOAT input over a DT_STRING placeholder.
+* ``contract_breakers``: signatures that each break one rule of Classify/Regress.
 
 Every call goes through the official ``tensorflow-serving-api`` stubs or plain HTTP.
 """
@@ -23,6 +24,7 @@ import grpc
 import pytest
 import requests
 from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -43,6 +45,7 @@ PREDICT = "tensorflow/serving/predict"
 TF1 = "saved_model_half_plus_two_2_versions"
 TF2 = "half_plus_two_tf2"
 H3 = "half_plus_three"
+BAD = "contract_breakers"
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,7 @@ def testdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
         builders.build_half_plus_two_tf1(str(root / TF1), version)
         builders.build_half_plus_two_tf2(str(root / TF2), version)
     builders.build_half_plus_three_tf1(str(root / H3), 123)
+    builders.build_contract_breakers_tf1(str(root / BAD), 1)
     return root
 
 
@@ -62,7 +66,7 @@ def _serve(testdata: Path, log_dir: Path, *flags: str) -> DataPlaneProcess:
     entries = " ".join(
         f'config {{ name: "{name}" base_path: "{testdata / name}" model_platform: "tensorflow"'
         " model_version_policy { all {} } }"
-        for name in (TF1, TF2, H3)
+        for name in (TF1, TF2, H3, BAD)
     )
     config = log_dir / "models.config"
     config.write_text(f"model_config_list {{ {entries} }}")
@@ -352,6 +356,14 @@ def _predict(**spec: Any) -> predict_pb2.PredictRequest:
     return request
 
 
+def _bad_tensor() -> predict_pb2.PredictRequest:
+    request = _predict(name=TF1)
+    request.inputs["x"].dtype = types_pb2.DT_FLOAT
+    request.inputs["x"].tensor_shape.dim.add(size=3)
+    request.inputs["x"].float_val.extend([1.0, 2.0])
+    return request
+
+
 def _unknown_method() -> inference_pb2.MultiInferenceRequest:
     return multi_request(TF1, ("regress_x_to_y", REGRESS), ("serving_default", PREDICT))
 
@@ -455,6 +467,82 @@ GRPC_ERRORS = [
         "INVALID_ARGUMENT",
         "Missing ModelSpec",
     ),
+    (
+        "GetModelMetadata",
+        get_model_metadata_pb2.GetModelMetadataRequest(model_spec={"name": TF1}),
+        "INVALID_ARGUMENT",
+        "GetModelMetadataRequest must specify at least one metadata_field",
+    ),
+    (
+        "Predict",
+        _bad_tensor(),
+        "INVALID_ARGUMENT",
+        "tensor parsing error: x: tensor has 2 values but shape [3] needs 3",
+    ),
+    (
+        "Regress",
+        regression_request(TF2, "regress_x2_to_y3", 1.0),
+        "INVALID_ARGUMENT",
+        "Expects arg[inputs] to be float but string is provided",
+    ),
+    (
+        "Regress",
+        regression_request(TF1, "serving_default", 1.0),
+        "INVALID_ARGUMENT",
+        "No regression inputs found in SignatureDef: inputs {",
+    ),
+    *[
+        (method, request, "INVALID_ARGUMENT", message)
+        for method, request, message in [
+            ("Regress", regression_request(BAD, "two_inputs", 1.0), "Expected one input Tensor."),
+            (
+                "Regress",
+                regression_request(BAD, "three_outputs", 1.0),
+                "Expected one output Tensor.",
+            ),
+            (
+                "Classify",
+                classification_request(BAD, "three_outputs", 1.0),
+                "Expected one or two output Tensors, found 3",
+            ),
+            (
+                "Classify",
+                classification_request(BAD, "classes_vector", 1.0, 2.0),
+                "Expected Tensor shape: [batch_size num_classes] but got [2]",
+            ),
+            (
+                "Classify",
+                classification_request(BAD, "int_scores", 1.0),
+                "Expected scores Tensor of DT_FLOAT. Got: DT_INT64",
+            ),
+            (
+                "Classify",
+                classification_request(BAD, "uneven_classes", 1.0),
+                "Tensors class and score should match in dim_size(1). Got 2 vs. 1",
+            ),
+            (
+                "Classify",
+                classification_request(BAD, "short_scores", 1.0, 2.0),
+                "Expected scores output batch size of 2. Got: 1",
+            ),
+            (
+                "Regress",
+                regression_request(BAD, "wide_outputs", 1.0, 2.0),
+                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
+                "got [2,2]",
+            ),
+            (
+                "Regress",
+                regression_request(BAD, "int_outputs", 1.0),
+                "Expected output Tensor of DT_FLOAT.  Got: DT_INT64",
+            ),
+            (
+                "Regress",
+                regression_request(BAD, "short_outputs", 1.0, 2.0),
+                "Input batch size did not match output batch size: 2 vs. 1",
+            ),
+        ]
+    ],
 ]
 
 
@@ -466,7 +554,8 @@ GRPC_ERRORS = [
 def test_grpc_errors_are_tf_servings(plane, method, request_, code, message) -> None:
     got_code, details = rpc_error(lambda: getattr(stub(plane), method)(request_, timeout=30))
     assert got_code.name == code, details
-    if message.endswith("Signature was: inputs {"):  # the rest is the SignatureDef's text
+    if message.endswith("SignatureDef: inputs {") or message.endswith("was: inputs {"):
+        # the rest is the SignatureDef in text format
         assert details.startswith(message), details
     else:
         assert details == message
