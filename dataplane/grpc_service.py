@@ -399,17 +399,19 @@ class ModelHandlers:
     def handle_reload_config_request(
         self, request: model_management_pb2.ReloadConfigRequest
     ) -> model_management_pb2.ReloadConfigResponse:
-        response = model_management_pb2.ReloadConfigResponse()
+        """A refused or failed reload is the call's own status, as model_service_impl.cc
+        answers it (gRPC sends no response message with an error status, so a client sees
+        the code and message on the RPC); a reload that worked answers an OK `status`."""
         if request.config.WhichOneof("config") != "model_config_list":
-            # model_service_impl.cc: an empty or custom config is no reload (a config file
-            # or the first config at startup may be empty; a reload request may not).
-            response.status.error_code = int(Code.INVALID_ARGUMENT)
-            response.status.error_message = (
+            # An empty or custom config is no reload (a config file or the first config at
+            # startup may be empty; a reload request may not).
+            raise errors.invalid_argument(
                 "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
                 "ModelConfigList is currently supported"
             )
-            return response
         report = self._manager.apply_config(request.config)
-        response.status.error_code = int(report.code)
-        response.status.error_message = report.message
+        if report.code is not Code.OK:
+            raise ServingError(report.code, report.message)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = int(Code.OK)
         return response

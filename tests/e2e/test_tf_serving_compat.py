@@ -561,17 +561,29 @@ def test_grpc_errors_are_tf_servings(plane, method, request_, code, message) -> 
         assert details == message
 
 
-def test_model_service_errors_are_tf_servings(plane) -> None:
+def test_model_service_errors_are_tf_servings(plane, testdata) -> None:
     models = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(plane.grpc_target))
     status = rpc_error(
         lambda: models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(), timeout=30)
     )
     assert status == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
-    empty = models.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(), timeout=30)
-    assert (empty.status.error_code, empty.status.error_message) == (
-        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+    empty = model_management_pb2.ReloadConfigRequest()
+    assert rpc_error(lambda: models.HandleReloadConfigRequest(empty, timeout=30)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
         "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
         "ModelConfigList is currently supported",
+    )
+    # A label on a version the specific policy does not serve: FAILED_PRECONDITION.
+    labelled = model_management_pb2.ReloadConfigRequest()
+    model = labelled.config.model_config_list.config.add(
+        name=H3, base_path=str(testdata / H3), model_platform="tensorflow"
+    )
+    model.model_version_policy.specific.versions.append(123)
+    model.version_labels["stable"] = 7
+    assert rpc_error(lambda: models.HandleReloadConfigRequest(labelled, timeout=30)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"Request to assign label to version 7 of model {H3}, which is not currently "
+        "available for inference",
     )
 
 
