@@ -106,7 +106,7 @@ def platform_of(model: ModelConfig) -> str:
         if model.model_platform:
             raise ConfigError(
                 "Illegal setting both ModelServerConfig::model_type (deprecated) "
-                "and ModelServerConfig::model_platform."
+                f"and ModelServerConfig::model_platform, model name is {model.name}"
             )
         if model.model_type != msc_pb2.TENSORFLOW:
             raise ConfigError(

@@ -166,7 +166,7 @@ def test_model_type_and_platform_together() -> None:
 
     assert error.message == (
         "Illegal setting both ModelServerConfig::model_type (deprecated) and "
-        "ModelServerConfig::model_platform."
+        "ModelServerConfig::model_platform, model name is a"
     )
 
 
