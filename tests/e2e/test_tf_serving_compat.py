@@ -633,3 +633,33 @@ HTTP_ERRORS = [
 @pytest.mark.parametrize(("path", "body", "status", "message"), HTTP_ERRORS)
 def test_http_errors_are_tf_servings(plane, path, body, status, message) -> None:
     assert post(plane, path, body) == (status, {"error": message})
+
+
+# ------------------------------------------------------------------------ labels at startup
+
+
+def test_labels_in_the_first_config_need_the_unavailable_models_flag(
+    testdata: Path, tmp_path: Path, start_dataplane
+) -> None:
+    """TF Serving assigns labels before the first config's versions load, so it refuses them
+    unless --allow_version_labels_for_unavailable_models is set."""
+    config = tmp_path / "labelled.config"
+    config.write_text(
+        f'model_config_list {{ config {{ name: "{H3}" base_path: "{testdata / H3}" '
+        'model_platform: "tensorflow" version_labels { key: "stable" value: 123 } } }'
+    )
+    with pytest.raises(RuntimeError, match="exited with 255") as refused:
+        start_dataplane(f"--model_config_file={config}")
+    assert (
+        "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to version "
+        f"123 of model {H3}, which is not currently available for inference"
+    ) in str(refused.value)
+
+    allowed = start_dataplane(
+        f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models"
+    )
+    body = {"signature_name": REGRESS, "examples": [{"x": 3.0}]}
+    assert post(allowed, f"/v1/models/{H3}/labels/stable:regress", body) == (
+        200,
+        {"results": [4.5]},
+    )
