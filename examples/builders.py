@@ -272,6 +272,7 @@ def build_contract_breakers_tf1(base_path: str, version: int = 1) -> str:
     wide_outputs        regress   ``outputs`` float [batch, 2]
     int_outputs         regress   ``outputs`` int64 [batch]
     short_outputs       regress   ``outputs`` float [1] whatever the batch
+    custom_method       (custom)  a method name none of the three APIs knows
     ==================  ========  ==============================================
     """
 
@@ -303,6 +304,7 @@ def build_contract_breakers_tf1(base_path: str, version: int = 1) -> str:
             "wide_outputs": regress(tf.concat([x, x], axis=1)),
             "int_outputs": regress(tf.reshape(ints, [-1])),
             "short_outputs": regress(tf.reshape(x, [-1])[:1]),
+            "custom_method": _tf1_signature(one, {"outputs": x}, "example/custom"),
         }
 
     return _export_tf1_graph(base_path, version, graph)

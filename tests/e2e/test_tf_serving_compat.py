@@ -199,7 +199,7 @@ def test_tf2_multi_inference_runs_with_default_flags(plane) -> None:
     ]
 
 
-def test_method_name_check_refuses_tf2_signatures_on_every_api(checking_plane) -> None:
+def test_method_name_check_refuses_tf2_signatures_on_every_api(checking_plane, plane) -> None:
     prediction = stub(checking_plane)
     classify = classification_request(TF2, "classify_x_to_y", 1.0)
     regress = regression_request(TF2, "regress_x_to_y", 1.0)
@@ -215,6 +215,19 @@ def test_method_name_check_refuses_tf2_signatures_on_every_api(checking_plane) -
     assert rpc_error(lambda: prediction.Classify(classify, timeout=30)) == expected_classify
     assert rpc_error(lambda: prediction.Regress(regress, timeout=30)) == expected_regress
     assert rpc_error(lambda: prediction.MultiInference(multi, timeout=30)) == expected_regress
+    custom = predict_pb2.PredictRequest()
+    custom.model_spec.name = BAD
+    custom.model_spec.signature_name = "custom_method"
+    custom.inputs["inputs"].dtype = types_pb2.DT_STRING
+    custom.inputs["inputs"].tensor_shape.dim.add(size=1)
+    custom.inputs["inputs"].string_val.append(example(x=1.0).SerializeToString())
+    assert rpc_error(lambda: prediction.Predict(custom, timeout=30)) == (
+        grpc.StatusCode.INTERNAL,
+        f"Expected prediction signature method_name to be one of {{{PREDICT}, {CLASSIFY}, "
+        f"{REGRESS}}}. Was: example/custom",
+    )
+    ran = stub(plane).Predict(custom, timeout=30)  # the default plane does not check
+    assert list(ran.outputs["outputs"].float_val) == [1.0]
     # TF1 signatures that say what they are still run.
     tf1 = prediction.Regress(regression_request(TF1, "regress_x_to_y", 1.0), timeout=30)
     assert [r.value for r in tf1.result.regressions] == [2.5]
