@@ -150,12 +150,12 @@ class RestApi:
         return self._service.submit(plan, lambda done: Response(200, _regression_json(done)))
 
     def _status(self, ref: ModelRef) -> bytes:
-        """GetModelStatusResponse as TF Serving prints it (proto JSON, defaults included)."""
-        version = ref.version
-        if ref.label:
-            version = self._service.metadata(ref)[0].version  # the label's version
+        """GetModelStatusResponse as TF Serving prints it (proto JSON, defaults included).
+
+        A label selects nothing here: TF Serving's GetModelStatus reads only a version, so
+        `/labels/L` lists every version, whatever L is (get_model_status_impl.cc)."""
         response = get_model_status_pb2.GetModelStatusResponse()
-        for status in self._service.manager.model_status(ref.name, version):
+        for status in self._service.manager.model_status(ref.name, ref.version):
             entry = response.model_version_status.add(version=status.version, state=status.state)
             entry.status.error_code = status.error.code if status.error else 0
             entry.status.error_message = status.error.message if status.error else ""

@@ -108,10 +108,12 @@ def test_model_status(dataplane: str, session: requests.Session, path: str) -> N
     assert call(session, dataplane, "GET", path) == (200, AVAILABLE_123)
 
 
+@pytest.mark.parametrize("path", ["/v1/models/multi_version", "/v1/models/multi_version/labels/x"])
 def test_model_status_lists_every_version_newest_first(
-    dataplane: str, session: requests.Session
+    dataplane: str, session: requests.Session, path: str
 ) -> None:
-    status, body = call(session, dataplane, "GET", "/v1/models/multi_version")
+    """A label selects nothing: TF Serving's GetModelStatus reads only a version."""
+    status, body = call(session, dataplane, "GET", path)
     assert status == 200
     assert [(v["version"], v["state"]) for v in body["model_version_status"]] == [
         ("2", "AVAILABLE"),
