@@ -111,7 +111,9 @@ def _validate_labels(config: ModelConfig) -> None:
         _check_versions(field, [version])
         if served is not None and version not in served:
             raise ValidationError(
-                field, f"version {version} is not in model_version_policy.specific.versions"
+                field,
+                f"version {version} is not served by model_version_policy specific "
+                f"{{versions: {sorted(served)}}}",
             )
 
 
@@ -130,16 +132,14 @@ def specific_versions(config: ModelConfig) -> set[int] | None:
 
 
 def with_label(config: ModelConfig, label: str, version: int) -> ModelConfig:
-    """Copy of `config` with `label` on `version`; a pinned policy gains the version if needed.
+    """Copy of `config` with `label` on `version`.
 
-    That is what makes moving `stable` to a new version one call: the version gets served and
-    the push sequence (see intermediate_config) keeps the old one until the new is AVAILABLE.
+    A `specific` policy that does not list the version is refused (a ValidationError naming
+    the policy), as the data plane and TF Serving refuse it: the label could never resolve.
+    Serving the version is a change to the policy, made on purpose, not as a side effect.
     """
     updated = ModelConfig()
     updated.CopyFrom(config)
-    served = specific_versions(updated)
-    if served is not None and version not in served:
-        updated.model_version_policy.specific.versions.append(version)
     updated.version_labels[label] = version
     validate_model_config(updated)
     return updated

@@ -27,14 +27,12 @@ def main(argv: list[str]) -> int:
     try:
         plane = DataPlane(options)
     except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _failed_to_start(exc)
     try:
         plane.start()
     except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
         plane.manager.shutdown()
-        return 1
+        return _failed_to_start(exc)
     # The drain runs off the signal handler; main waits for all of it (not just for gRPC to
     # stop), since unloading needs worker pools that interpreter shutdown would refuse.
     drain = threading.Thread(target=plane.stop, args=(options.grace_period_seconds,), name="drain")
@@ -49,6 +47,12 @@ def main(argv: list[str]) -> int:
     if drain.ident is not None:
         drain.join()
     return 0
+
+
+def _failed_to_start(error: Exception) -> int:
+    """tensorflow_model_server's last words: on stdout, and exit status -1 (255)."""
+    print(f"Failed to start server. Error: {error}", flush=True)
+    return 255
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Reading and validating ModelServerConfig, with TensorFlow Serving's rules and wording.
 
 Validation here is static: it needs only the new config and the one in force. Whether a
-label points at a version that is actually available is decided by the manager once the
-new versions have loaded, because only then is it known.
+label points at a version that is available now is decided by the reload plan against the
+manager's state, before anything of the new config loads (as TF Serving does).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import re
 from collections.abc import Iterable
 
 from google.protobuf import text_format
@@ -16,11 +19,20 @@ from tensorflow_serving.config import model_server_config_pb2 as msc_pb2
 from dataplane.errors import Code
 from dataplane.options import ServerOptions
 
+log = logging.getLogger(__name__)
+
 ModelServerConfig = msc_pb2.ModelServerConfig
 ModelConfig = msc_pb2.ModelConfig
 
 TENSORFLOW_PLATFORM = "tensorflow"
 SUPPORTED_PLATFORMS = frozenset({TENSORFLOW_PLATFORM})
+# How TensorFlow's file system maps errno to a status code (posix_file_system.cc).
+_OS_ERROR_CODES = {
+    errno.ENOENT: Code.NOT_FOUND,
+    errno.ENOTDIR: Code.NOT_FOUND,
+    errno.EACCES: Code.PERMISSION_DENIED,
+    errno.EISDIR: Code.FAILED_PRECONDITION,
+}
 
 
 class ConfigError(Exception):
@@ -37,16 +49,30 @@ class ConfigError(Exception):
 
 
 def read_config_file(path: str) -> ModelServerConfig:
-    """Parse a ModelServerConfig in protobuf text format (what --model_config_file holds)."""
+    """Parse a ModelServerConfig in protobuf text format (what --model_config_file holds).
+
+    Errors read as TF Serving's ParseProtoTextFile reports them: the parser's own line
+    ("Error parsing text-format ...", logged) and then INVALID_ARGUMENT "Invalid protobuf
+    file: '<path>'"; a file that cannot be read is TensorFlow's "<path>; <reason>".
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
-        raise ConfigError(f"Failed to read model config file {path}: {exc.strerror}") from None
+        code = _OS_ERROR_CODES.get(exc.errno or 0, Code.UNKNOWN)
+        raise ConfigError(f"{path}; {exc.strerror}", code) from None
+    except UnicodeDecodeError:
+        raise _unparsable(path, "not UTF-8 text") from None
     try:
         return text_format.Parse(text, ModelServerConfig())
     except text_format.ParseError as exc:
-        raise ConfigError(f"Invalid ModelServerConfig text proto in {path}: {exc}") from None
+        raise _unparsable(path, re.sub(r"^(\d+):(\d+) : ", r"\1:\2: ", str(exc))) from None
+
+
+def _unparsable(path: str, detail: str) -> ConfigError:
+    """Log the parser's complaint as protobuf's C++ parser does; the error names the file."""
+    log.error("Error parsing text-format tensorflow.serving.ModelServerConfig: %s", detail)
+    return ConfigError(f"Invalid protobuf file: '{path}'")
 
 
 def single_model_config(name: str, base_path: str) -> ModelServerConfig:
@@ -80,7 +106,7 @@ def platform_of(model: ModelConfig) -> str:
         if model.model_platform:
             raise ConfigError(
                 "Illegal setting both ModelServerConfig::model_type (deprecated) "
-                "and ModelServerConfig::model_platform."
+                f"and ModelServerConfig::model_platform, model name is {model.name}"
             )
         if model.model_type != msc_pb2.TENSORFLOW:
             raise ConfigError(
@@ -172,6 +198,14 @@ def _check_version_policy(model: ModelConfig) -> None:
             raise ConfigError(f"Model {model.name}: version numbers must be >= 0, got {negative}")
 
 
+def unavailable_label(model: str, version: int) -> str:
+    """TF Serving's message for a label it will not assign (server_core.cc)."""
+    return (
+        f"Request to assign label to version {version} of model {model}, which is not "
+        "currently available for inference"
+    )
+
+
 def _check_labels(model: ModelConfig) -> None:
     """Labels the policy can never satisfy are caught here, before anything loads."""
     policy = model.model_version_policy
@@ -182,8 +216,5 @@ def _check_labels(model: ModelConfig) -> None:
         if not label:
             raise ConfigError(f"Model {model.name} has a version label with an empty name")
         if specific is not None and version not in specific:
-            raise ConfigError(
-                f"Model {model.name}: label {label} names version {version}, which its "
-                f"specific version policy {sorted(specific)} does not serve",
-                Code.FAILED_PRECONDITION,
-            )
+            # TF Serving words it as any label on a version it does not serve.
+            raise ConfigError(unavailable_label(model.name, version), Code.FAILED_PRECONDITION)

@@ -70,6 +70,20 @@ class ServingError(Exception):
         return f"ServingError({self.code.name}, {self.message!r})"
 
 
+class UnknownSignature(ServingError):
+    """A request named a signature the version does not export.
+
+    TF Serving words this per API: Predict over gRPC says FAILED_PRECONDITION 'Serving
+    signature key "k" not found.' (predict_util.cc), REST predict INVALID_ARGUMENT 'Serving
+    signature name: "k" not found in signature def' (http_rest_api_handler.cc GetInfoMap).
+    The core raises the gRPC form; the REST layer rewords it from `key`.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(Code.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
+        self.key = key
+
+
 def invalid_argument(message: str) -> ServingError:
     return ServingError(Code.INVALID_ARGUMENT, message)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from grpc_health.v1 import health_pb2
@@ -98,10 +98,18 @@ def health_routes(health: HealthService) -> Routes:
     )
 
 
-def model_ref(spec: model_pb2.ModelSpec) -> ModelRef:
-    """A ModelSpec as the core's ModelRef (version and version_label are a oneof)."""
-    if not spec.name:
+def model_ref(request: Any) -> ModelRef:
+    """A request's ModelSpec as the core's ModelRef, refused as TF Serving refuses it: no
+    ModelSpec at all (the *_impl.cc services), or one without a name (server_core.cc)."""
+    if not request.HasField("model_spec"):
         raise errors.invalid_argument("Missing ModelSpec")
+    if not request.model_spec.name:
+        raise errors.invalid_argument("ModelSpec has no name specified.")
+    return spec_ref(request.model_spec)
+
+
+def spec_ref(spec: model_pb2.ModelSpec) -> ModelRef:
+    """A ModelSpec as the core's ModelRef (version and version_label are a oneof)."""
     choice = spec.WhichOneof("version_choice")
     if choice == "version":
         return ModelRef(spec.name, version=spec.version.value)
@@ -188,7 +196,7 @@ class PredictionHandlers:
 
     def predict(self, request: predict_pb2.PredictRequest) -> Future[predict_pb2.PredictResponse]:
         plan = self._service.predict_plan(
-            model_ref(request.model_spec),
+            model_ref(request),
             request.model_spec.signature_name,
             functools.partial(_decode_inputs, request.inputs, self._service.limits),
             request.output_filter,
@@ -229,7 +237,7 @@ class PredictionHandlers:
     ) -> Future[list[bytes]]:
         first = requests[0]
         plan = self._service.predict_plan(
-            model_ref(first.model_spec),
+            model_ref(first),
             first.model_spec.signature_name,
             functools.partial(_concatenated_inputs, requests, self._service.limits),
             first.output_filter,
@@ -258,7 +266,7 @@ class PredictionHandlers:
         self, request: classification_pb2.ClassificationRequest
     ) -> Future[classification_pb2.ClassificationResponse]:
         plan = self._service.classify_plan(
-            model_ref(request.model_spec),
+            model_ref(request),
             request.model_spec.signature_name,
             Examples.from_input(request.input),
         )
@@ -268,7 +276,7 @@ class PredictionHandlers:
         self, request: regression_pb2.RegressionRequest
     ) -> Future[regression_pb2.RegressionResponse]:
         plan = self._service.regress_plan(
-            model_ref(request.model_spec),
+            model_ref(request),
             request.model_spec.signature_name,
             Examples.from_input(request.input),
         )
@@ -278,7 +286,7 @@ class PredictionHandlers:
         self, request: inference_pb2.MultiInferenceRequest
     ) -> Future[inference_pb2.MultiInferenceResponse]:
         tasks = [
-            InferenceTask(model_ref(t.model_spec), t.model_spec.signature_name, t.method_name)
+            InferenceTask(spec_ref(t.model_spec), t.model_spec.signature_name, t.method_name)
             for t in request.tasks
         ]
         plan = self._service.multi_inference_plan(tasks, Examples.from_input(request.input))
@@ -294,7 +302,7 @@ class PredictionHandlers:
         for field in request.metadata_field:
             if field != SIGNATURE_DEF_FIELD:
                 raise errors.invalid_argument(f"Metadata field {field} is not supported")
-        resolved, signature_defs = self._service.metadata(model_ref(request.model_spec))
+        resolved, signature_defs = self._service.metadata(model_ref(request))
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         fill_model_spec(response.model_spec, resolved)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
@@ -375,7 +383,9 @@ class ModelHandlers:
     def get_model_status(
         self, request: get_model_status_pb2.GetModelStatusRequest
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        ref = model_ref(request.model_spec)
+        if not request.HasField("model_spec"):
+            raise errors.invalid_argument("Missing ModelSpec")
+        ref = spec_ref(request.model_spec)
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in self._manager.model_status(ref.name, ref.version):
             out = response.model_version_status.add()
@@ -389,8 +399,19 @@ class ModelHandlers:
     def handle_reload_config_request(
         self, request: model_management_pb2.ReloadConfigRequest
     ) -> model_management_pb2.ReloadConfigResponse:
+        """A refused or failed reload is the call's own status, as model_service_impl.cc
+        answers it (gRPC sends no response message with an error status, so a client sees
+        the code and message on the RPC); a reload that worked answers an OK `status`."""
+        if request.config.WhichOneof("config") != "model_config_list":
+            # An empty or custom config is no reload (a config file or the first config at
+            # startup may be empty; a reload request may not).
+            raise errors.invalid_argument(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                "ModelConfigList is currently supported"
+            )
         report = self._manager.apply_config(request.config)
+        if report.code is not Code.OK:
+            raise ServingError(report.code, report.message)
         response = model_management_pb2.ReloadConfigResponse()
-        response.status.error_code = int(report.code)
-        response.status.error_message = report.message
+        response.status.error_code = int(Code.OK)
         return response

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
+from google.protobuf import text_format
 from tensorflow.core.example import example_pb2
-from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import input_pb2
 
@@ -32,12 +32,16 @@ from dataplane.errors import Code, ServingError
 from dataplane.limits import DEFAULT_LIMITS, RequestLimits
 from dataplane.manager import ModelManager
 from dataplane.servable import Servable, Signature
-from dataplane.signatures import TensorSpec, dtype_name
+from dataplane.signatures import TensorSpec, datatype_of
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
+_PREDICTABLE_METHODS = (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD)
+# The aliases TF Serving's Classify/Regress/MultiInference feed and fetch (signature_constants).
+EXAMPLES_INPUT = "inputs"
+REGRESSION_OUTPUT = "outputs"
 # A direct model call this fast runs on the front end's dispatcher; slower ones go to the
 # offload pool.
 INLINE_CALL_SECONDS = 0.002
@@ -134,14 +138,15 @@ class Examples:
     @classmethod
     def from_input(cls, request_input: input_pb2.Input) -> Examples:
         """TF Serving's Input message (a gRPC request's, or a warmup log's): the context is
-        serialized once, to be merged into each example."""
+        serialized once, to be merged into each example. An empty Input is refused by
+        `tensor`, after the model is resolved, as TF Serving orders those checks."""
         kind = request_input.WhichOneof("kind")
         if kind == "example_list":
             return cls.from_protos(request_input.example_list.examples)
         if kind == "example_list_with_context":
             with_context = request_input.example_list_with_context
             return cls.from_protos(with_context.examples, with_context.context)
-        raise errors.invalid_argument("Input is empty.")
+        return cls([])  # "Input is empty." once the model is resolved, as in TF Serving
 
     def tensor(self) -> np.ndarray:
         if not self.serialized:
@@ -264,7 +269,7 @@ class InferenceService:
         self,
         manager: ModelManager,
         runner: Runner = run_direct,
-        check_predict_method: bool = False,
+        check_method_names: bool = False,
         metrics: RequestMetrics | None = None,
         offload: Executor | None = None,
         entrypoint: str = "",
@@ -277,7 +282,10 @@ class InferenceService:
         self._run = runner
         # A runner with `submit` (the batcher) can hand back a future instead of blocking.
         self._submit: Callable[..., Future[Outputs]] | None = getattr(runner, "submit", None)
-        self._check_predict_method = check_predict_method
+        # --enable_signature_method_name_check: off (TF Serving's default), Classify, Regress
+        # and MultiInference run any signature whose inputs and outputs fit their API (every
+        # TF2 export says tensorflow/serving/predict); on, each API insists on its own method.
+        self._check_method_names = check_method_names
         self._metrics = metrics
         self._entrypoint = entrypoint
         self._runs_ready_batches = runs_ready_batches
@@ -295,7 +303,7 @@ class InferenceService:
         return InferenceService(
             self.manager,
             self._run,
-            self._check_predict_method,
+            self._check_method_names,
             self._metrics,
             self._offload,
             entrypoint,
@@ -434,8 +442,12 @@ class InferenceService:
         key = signature_name or DEFAULT_SIGNATURE
         with self._leased("Predict", ref, requests) as servable:
             signature = servable.signature(key)
-            if self._check_predict_method:
-                _require_method(signature, PREDICT_METHOD, "prediction")
+            if self._check_method_names and signature.method_name not in _PREDICTABLE_METHODS:
+                raise ServingError(
+                    Code.INTERNAL,
+                    "Expected prediction signature method_name to be one of {"
+                    f"{', '.join(_PREDICTABLE_METHODS)}}}. Was: {signature.method_name}",
+                )
             feeds = decode_inputs(signature.inputs)
             outputs = yield ModelCall(servable, signature, feeds, output_filter, requests)
             self.limits.check_response(outputs, requests)
@@ -446,37 +458,56 @@ class InferenceService:
     ) -> Plan[Classification]:
         key = signature_name or DEFAULT_SIGNATURE
         with self._leased("Classify", ref) as servable:
-            return (yield from _classify(servable, servable.signature(key), examples, self.limits))
+            signature = _named(servable, key, "No signature was found with the name: ")
+            wanted = _classification_outputs(servable, signature, self._check_method_names)
+            return (yield from _classify(servable, signature, wanted, examples, self.limits))
 
     def regress_plan(
         self, ref: ModelRef, signature_name: str, examples: Examples
     ) -> Plan[Regression]:
         key = signature_name or DEFAULT_SIGNATURE
         with self._leased("Regress", ref) as servable:
-            return (yield from _regress(servable, servable.signature(key), examples, self.limits))
+            signature = _named(servable, key, "No signature was found with the name: ")
+            _check_regression(servable, signature, self._check_method_names)
+            return (yield from _regress(servable, signature, examples, self.limits))
 
     def multi_inference_plan(
         self, tasks: Sequence[InferenceTask], examples: Examples
     ) -> Plan[list[InferenceResult]]:
-        """Run several classify/regress signatures of ONE model version on the same examples."""
-        ref = _common_ref(tasks)
-        with self._leased("MultiInference", ref) as servable:
+        """Run several classify/regress signatures of ONE model version on the same examples.
+
+        Every task is checked before any runs, as TF Serving's multi_inference.cc does."""
+        with self._leased("MultiInference", _first_ref(tasks)) as servable:
+            seen: set[str] = set()
+            model = tasks[0].ref.name
+            checked = [self._checked_task(servable, task, model, seen) for task in tasks]
             results: list[InferenceResult] = []
-            for task in tasks:
-                signature = servable.signature(task.signature_name or DEFAULT_SIGNATURE)
-                if task.method_name == CLASSIFY_METHOD:
-                    results.append(
-                        (yield from _classify(servable, signature, examples, self.limits))
-                    )
-                elif task.method_name == REGRESS_METHOD:
+            for signature, wanted in checked:
+                if wanted is None:
                     results.append(
                         (yield from _regress(servable, signature, examples, self.limits))
                     )
                 else:
-                    raise errors.invalid_argument(
-                        f"Unsupported signature method_name: {task.method_name}"
+                    results.append(
+                        (yield from _classify(servable, signature, wanted, examples, self.limits))
                     )
             return results
+
+    def _checked_task(
+        self, servable: Servable, task: InferenceTask, model: str, seen: set[str]
+    ) -> tuple[Signature, list[str] | None]:
+        """A task's signature and, for classify, the outputs it reads (None: regress).
+        `model`: the first task's model name; `seen`: the signatures earlier tasks named."""
+        key = _task_signature(task, model, seen)
+        signature = _named(servable, key, "Requested signature not found in model graph: ")
+        if task.method_name == CLASSIFY_METHOD:
+            return signature, _classification_outputs(servable, signature, self._check_method_names)
+        if task.method_name == REGRESS_METHOD:
+            _check_regression(servable, signature, self._check_method_names)
+            return signature, None
+        raise ServingError(
+            Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}"
+        )
 
     def metadata(self, ref: ModelRef) -> tuple[Resolved, Mapping[str, meta_graph_pb2.SignatureDef]]:
         """The resolved version and its SignatureDefs, for GetModelMetadata."""
@@ -484,107 +515,162 @@ class InferenceService:
             return Resolved(servable.name, servable.version, ""), servable.signature_defs
 
 
-def _classify(
-    servable: Servable, signature: Signature, examples: Examples, limits: RequestLimits
-) -> Plan[Classification]:
-    _require_method(signature, CLASSIFY_METHOD, "classification")
-    input_alias = _single_input(signature)
-    wanted = [k for k in ("classes", "scores") if k in signature.outputs]
-    if not wanted:
-        raise errors.invalid_argument(
-            'Expected classification signature outputs to contain at least one of "classes"'
-            ' or "scores".'
-        )
-    examples.check(limits)
-    batch = examples.tensor()
-    outputs = yield ModelCall(servable, signature, {input_alias: batch}, wanted)
-    limits.check_response(outputs)
-    classes = outputs.get("classes")
-    scores = outputs.get("scores")
-    if classes is not None:
-        _check_output(signature.outputs["classes"], classes, types_pb2.DT_STRING, len(batch))
-    if scores is not None:
-        _check_output(signature.outputs["scores"], scores, types_pb2.DT_FLOAT, len(batch))
-    resolved = Resolved(servable.name, servable.version, signature.key)
-    return Classification(resolved, _as_matrix(classes), _as_matrix(scores))
+def _named(servable: Servable, key: str, missing: str) -> Signature:
+    """The signature `key`; `missing` + key (INVALID_ARGUMENT) when it is not exported."""
+    signature = servable.signatures.get(key)
+    if signature is None:
+        raise errors.invalid_argument(f"{missing}{key}")
+    return signature
 
 
-def _regress(
-    servable: Servable, signature: Signature, examples: Examples, limits: RequestLimits
-) -> Plan[Regression]:
-    _require_method(signature, REGRESS_METHOD, "regression")
-    input_alias = _single_input(signature)
-    if "outputs" not in signature.outputs:
-        raise errors.invalid_argument('Expected regression signature outputs to contain "outputs".')
-    examples.check(limits)
-    batch = examples.tensor()
-    outputs = yield ModelCall(servable, signature, {input_alias: batch}, ["outputs"])
-    limits.check_response(outputs)
-    values = outputs["outputs"]
-    _check_output(signature.outputs["outputs"], values, types_pb2.DT_FLOAT, len(batch))
-    if (values.ndim == 2 and values.shape[1] != 1) or values.ndim > 2:
-        raise errors.invalid_argument(
-            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
-            f"got [{','.join(map(str, values.shape))}]"
-        )
-    resolved = Resolved(servable.name, servable.version, signature.key)
-    return Regression(resolved, values.reshape(-1))
+def _signature_text(servable: Servable, signature: Signature) -> str:
+    """The SignatureDef as TF Serving's messages print it (protobuf text format)."""
+    return text_format.MessageToString(servable.signature_defs[signature.key])
 
 
-def _require_method(signature: Signature, method: str, kind: str) -> None:
-    if signature.method_name != method:
+def _check_method(signature: Signature, check: bool, method: str, kind: str) -> None:
+    if check and signature.method_name != method:
         raise errors.invalid_argument(
             f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}"
         )
 
 
-def _single_input(signature: Signature) -> str:
+def _classification_outputs(servable: Servable, signature: Signature, check: bool) -> list[str]:
+    """TF Serving's PreProcessClassification: the checks a signature must pass to classify,
+    and the outputs to fetch ("classes" and/or "scores")."""
+    _check_method(signature, check, CLASSIFY_METHOD, "classification")
     if len(signature.inputs) != 1:
         raise errors.invalid_argument("Expected one input Tensor.")
-    return next(iter(signature.inputs))
-
-
-def _check_output(spec: TensorSpec, value: np.ndarray, dtype: int, batch_size: int) -> None:
-    if spec.dtype != dtype:
+    if len(signature.outputs) not in (1, 2):
         raise errors.invalid_argument(
-            f"Expected {spec.alias} Tensor of DT_{dtype_name(dtype).upper()}. "
-            f"Got: DT_{dtype_name(spec.dtype).upper()}"
+            f"Expected one or two output Tensors, found {len(signature.outputs)}"
         )
-    if value.ndim == 0 or value.shape[0] != batch_size:
-        got = value.shape[0] if value.ndim else 0
+    if EXAMPLES_INPUT not in signature.inputs:
         raise errors.invalid_argument(
-            f"Input batch size did not match output batch size: {batch_size} vs. {got}"
+            "No classification inputs found in SignatureDef: "
+            + _signature_text(servable, signature)
+        )
+    wanted = [k for k in ("classes", "scores") if k in signature.outputs]
+    if not wanted:
+        raise errors.invalid_argument(
+            'Expected classification signature outputs to contain at least one of "classes"'
+            ' or "scores". Signature was: ' + _signature_text(servable, signature)
+        )
+    return wanted
+
+
+def _check_regression(servable: Servable, signature: Signature, check: bool) -> None:
+    """TF Serving's PreProcessRegression: the checks a signature must pass to regress."""
+    _check_method(signature, check, REGRESS_METHOD, "regression")
+    if len(signature.inputs) != 1:
+        raise errors.invalid_argument("Expected one input Tensor.")
+    if len(signature.outputs) != 1:
+        raise errors.invalid_argument("Expected one output Tensor.")
+    if EXAMPLES_INPUT not in signature.inputs:
+        raise errors.invalid_argument(
+            "No regression inputs found in SignatureDef: " + _signature_text(servable, signature)
+        )
+    if REGRESSION_OUTPUT not in signature.outputs:
+        raise errors.invalid_argument(
+            "No regression outputs found in SignatureDef: " + _signature_text(servable, signature)
         )
 
 
-def _as_matrix(value: np.ndarray | None) -> np.ndarray | None:
-    """Classes/scores as [batch, num_classes]; a [batch] output is one class per example."""
-    if value is None or value.ndim == 2:
-        return value
-    if value.ndim == 1:
-        return value.reshape(-1, 1)
-    raise errors.invalid_argument(
-        "Expected Tensor shape: [batch_size num_classes] but got "
-        f"[{','.join(map(str, value.shape))}]"
-    )
+def _classify(
+    servable: Servable,
+    signature: Signature,
+    wanted: list[str],
+    examples: Examples,
+    limits: RequestLimits,
+) -> Plan[Classification]:
+    """Feed the serialized examples, check the outputs as PostProcessClassificationResult."""
+    examples.check(limits)
+    batch = examples.tensor()
+    outputs = yield ModelCall(servable, signature, {EXAMPLES_INPUT: batch}, wanted)
+    limits.check_response(outputs)
+    classes = outputs.get("classes")
+    scores = outputs.get("scores")
+    if classes is not None:
+        _check_classification_output("classes", classes, np.object_, len(batch))
+    if scores is not None:
+        _check_classification_output("scores", scores, np.float32, len(batch))
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise errors.invalid_argument(
+            "Tensors class and score should match in dim_size(1). Got "
+            f"{classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    resolved = Resolved(servable.name, servable.version, signature.key)
+    return Classification(resolved, classes, scores)
 
 
-def _common_ref(tasks: Sequence[InferenceTask]) -> ModelRef:
-    if not tasks:
-        raise errors.invalid_argument("MultiInferenceRequest must have at least one task")
-    first = tasks[0].ref
-    seen: set[str] = set()
-    for task in tasks:
-        if task.ref.name != first.name:
-            raise errors.invalid_argument(
-                "All ModelSpecs in a MultiInferenceRequest must access the same model name."
-            )
-        if task.ref != first:
-            raise errors.invalid_argument(
-                "All ModelSpecs in a MultiInferenceRequest must access the same model version."
-            )
-        key = task.signature_name or DEFAULT_SIGNATURE
-        if key in seen:
-            raise errors.invalid_argument(f"Duplicate evaluation of signature: {key}")
-        seen.add(key)
-    return first
+def _regress(
+    servable: Servable, signature: Signature, examples: Examples, limits: RequestLimits
+) -> Plan[Regression]:
+    """Feed the serialized examples, check the output as PostProcessRegressionResult."""
+    examples.check(limits)
+    batch = examples.tensor()
+    outputs = yield ModelCall(servable, signature, {EXAMPLES_INPUT: batch}, [REGRESSION_OUTPUT])
+    limits.check_response(outputs)
+    values = outputs[REGRESSION_OUTPUT]
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise errors.invalid_argument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
+            f"got {_shape_text(values)}"
+        )
+    if values.shape[0] != len(batch):
+        raise errors.invalid_argument(
+            f"Input batch size did not match output batch size: {len(batch)} vs. {values.shape[0]}"
+        )
+    if values.dtype != np.float32:
+        raise errors.invalid_argument(
+            f"Expected output Tensor of DT_FLOAT.  Got: {datatype_of(values.dtype)}"
+        )
+    resolved = Resolved(servable.name, servable.version, signature.key)
+    return Regression(resolved, values.reshape(-1))
+
+
+def _check_classification_output(
+    name: str, value: np.ndarray, dtype: type, batch_size: int
+) -> None:
+    if value.ndim != 2:
+        raise errors.invalid_argument(
+            f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(value)}"
+        )
+    if value.dtype != dtype:
+        expected = "DT_STRING" if dtype is np.object_ else "DT_FLOAT"
+        raise errors.invalid_argument(
+            f"Expected {name} Tensor of {expected}. Got: {datatype_of(value.dtype)}"
+        )
+    if value.shape[0] != batch_size:
+        raise errors.invalid_argument(
+            f"Expected {name} output batch size of {batch_size}. Got: {value.shape[0]}"
+        )
+
+
+def _shape_text(value: np.ndarray) -> str:
+    """A shape as TensorFlow's TensorShape::DebugString prints it: [2,3]."""
+    return f"[{','.join(map(str, value.shape))}]"
+
+
+def _first_ref(tasks: Sequence[InferenceTask]) -> ModelRef:
+    """The version every task runs on: the first task's (TF Serving leases that one and
+    never compares the others' versions); no task at all names no model."""
+    if not tasks or not tasks[0].ref.name:
+        raise errors.invalid_argument("ModelSpec has no name specified.")
+    return tasks[0].ref
+
+
+def _task_signature(task: InferenceTask, model: str, seen: set[str]) -> str:
+    """The task's signature key, once it is known to name `model` and a signature no
+    earlier task named (added to `seen`)."""
+    if not task.ref.name:
+        raise errors.invalid_argument("Found ModelSpec with an empty model name.")
+    if task.ref.name != model:
+        raise errors.invalid_argument(
+            "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+        )
+    key = task.signature_name or DEFAULT_SIGNATURE
+    if key in seen:
+        raise errors.invalid_argument(f"Duplicate evaluation of signature: {key}")
+    seen.add(key)
+    return key

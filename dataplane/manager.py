@@ -186,12 +186,11 @@ class ModelManager:
         if label:
             labelled = model.labels.get(label) if model else None
             if labelled is None:
-                raise errors.not_found(f"Unrecognized servable version label: {label}")
+                raise errors.invalid_argument(f"Unrecognized servable version label: {label}")
             slot = model.versions.get(labelled)  # type: ignore[union-attr]
             if slot is None or not slot.routable:
                 raise errors.not_found(
-                    f"Servable not found for request: Specific({name}, {labelled}) (version "
-                    f"label {label} names version {labelled}, which is not available)"
+                    f"Servable not found for request: Specific({name}, {labelled})"
                 )
             return slot
         if version is None:
@@ -262,6 +261,9 @@ class ModelManager:
     def _carry_out(self, plan: ReloadPlan) -> ReloadReport:
         """Stage, wait until every staged version has settled, then commit or roll back."""
         with self._lock:
+            refused = plan.label_error(self._available)
+            if refused is not None:
+                return plan.report(refused, {name: [] for name in plan.touched})
             before = {n: self._models[n].aspired() for n in plan.affected if n in self._models}
             for name, versions in plan.staging(before).items():
                 self._set_aspired(name, versions, staged=True)
@@ -273,6 +275,12 @@ class ModelManager:
                 self._roll_back(plan, before)
             serving = {name: self._models[name].serving() for name in plan.touched}
         return plan.report(failure, serving)
+
+    def _available(self, name: str, version: int) -> bool:
+        """Whether a version serves requests now (staged versions of this reload do not)."""
+        model = self._models.get(name)
+        slot = model.versions.get(version) if model else None
+        return slot is not None and slot.routable
 
     def _status_of(self, name: str, version: int) -> VersionStatus:
         return self._status(version, self._models[name].versions[version])

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dataplane.config import ModelServerConfig, models_by_name
+from dataplane.config import ModelServerConfig, models_by_name, unavailable_label
 from dataplane.errors import Code, ServingError
 from dataplane.options import ServerOptions
 from dataplane.sources import VersionPaths, scan_model
@@ -94,7 +94,7 @@ class ReloadPlan:
 
     def judge(self, status_of: StatusOf) -> Failure | None:
         """Why the staged versions must not be committed, or None when they may."""
-        return self._failures(status_of) or self._label_error(status_of)
+        return self._failures(status_of)
 
     def _failures(self, status_of: StatusOf) -> Failure | None:
         """TensorFlow Serving's message for models whose versions did not become available."""
@@ -118,27 +118,27 @@ class ReloadPlan:
             "The previous model config remains in force."
         )
 
-    def _label_error(self, status_of: StatusOf) -> Failure | None:
-        """Labels of new or changed models must name a version this config serves and loaded.
+    def label_error(self, available: Callable[[str, int], bool]) -> Failure | None:
+        """TF Serving's label rule (server_core.cc UpdateModelVersionLabelMap), judged before
+        anything of this reload loads: a label of a new or changed model must name a version
+        that is AVAILABLE now. So labels in a first config are refused, and moving a label to
+        a new version takes two reloads (load it, then label it).
 
-        With --allow_version_labels_for_unavailable_models a label may name any version,
-        but (as upstream) an existing label may not be moved to an unavailable one.
+        With --allow_version_labels_for_unavailable_models a label may name any version, but
+        an existing label may not move to a version that is not available. Unlike TF
+        Serving, a label may not stay on a version the new config stops serving (it would
+        dangle once that version unloads); a version the model's `specific` policy does not
+        list was already refused by `config.validate`.
         """
         allow_unavailable = self._options.allow_version_labels_for_unavailable_models
         for name in self.touched:
             previous = dict(self._old[name].version_labels) if name in self._old else {}
             for label, version in sorted(self._new[name].version_labels.items()):
-                if (
-                    version in self.wanted[name]
-                    and status_of(name, version).state is VersionState.AVAILABLE
-                ):
+                if available(name, version) and version in self.wanted[name]:
                     continue
                 if allow_unavailable and previous.get(label, version) == version:
                     continue
-                message = (
-                    f"Request to assign label to version {version} of model {name}, which is "
-                    "not currently available for inference"
-                )
+                message = unavailable_label(name, version)
                 self._notes[name].append(message)
                 return Code.FAILED_PRECONDITION, message
         return None

@@ -29,7 +29,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from dataplane import errors
-from dataplane.errors import ServingError
+from dataplane.errors import ServingError, UnknownSignature
 from dataplane.http_server import (
     HttpLimits,
     HttpServer,
@@ -168,12 +168,12 @@ class RestApi:
         return self._service.submit(plan, lambda done: Response(200, _regression_json(done)))
 
     def _status(self, ref: ModelRef) -> bytes:
-        """GetModelStatusResponse as TF Serving prints it (proto JSON, defaults included)."""
-        version = ref.version
-        if ref.label:
-            version = self._service.metadata(ref)[0].version  # the label's version
+        """GetModelStatusResponse as TF Serving prints it (proto JSON, defaults included).
+
+        A label selects nothing here: TF Serving's GetModelStatus reads only a version, so
+        `/labels/L` lists every version, whatever L is (get_model_status_impl.cc)."""
         response = get_model_status_pb2.GetModelStatusResponse()
-        for status in self._service.manager.model_status(ref.name, version):
+        for status in self._service.manager.model_status(ref.name, ref.version):
             entry = response.model_version_status.add(version=status.version, state=status.state)
             entry.status.error_code = status.error.code if status.error else 0
             entry.status.error_message = status.error.message if status.error else ""
@@ -250,6 +250,8 @@ def _seconds(milliseconds: int) -> float:
 def error_response(exc: BaseException) -> Response:
     """A ServingError is `{"error": ...}` with the HTTP status TF Serving maps its code to;
     anything else is a bug in the data plane: a 500, logged."""
+    if isinstance(exc, UnknownSignature):  # REST predict words it as GetInfoMap does
+        return json_error(400, f'Serving signature name: "{exc.key}" not found in signature def')
     if isinstance(exc, ServingError):
         return json_error(exc.http_status, exc.message)
     return internal_error(exc)

@@ -18,12 +18,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
 from dataplane import errors
 from dataplane.errors import Code, ServingError
 from dataplane.options import ServerOptions
-from dataplane.signatures import SignatureSpec, TensorSpec, dtype_name, signature_spec
+from dataplane.signatures import (
+    SignatureSpec,
+    TensorSpec,
+    dtype_name,
+    numpy_dtype,
+    signature_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +98,17 @@ class SessionOptions:
 
 @dataclass
 class Signature:
-    """A signature bound to a session: validates feeds and runs prepared callables."""
+    """A signature bound to a session: validates feeds and runs prepared callables.
+
+    `feed_dtypes` are the dtypes the graph's fed tensors really have, by alias. They usually
+    equal the SignatureDef's, but not always: TF Serving's saved_model_half_plus_three declares
+    its regress input DT_FLOAT over a DT_STRING placeholder, and TF Serving feeds what the
+    graph takes (serialized tf.Examples), so feeds are checked against the graph, not the claim.
+    """
 
     spec: SignatureSpec
     _session: tf.compat.v1.Session
+    feed_dtypes: Mapping[str, int] = field(default_factory=dict)
     _callables: dict[tuple[str, ...], _Callable] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # Moving average of recent call times: tells the gRPC dispatcher whether a call is short
@@ -123,7 +137,7 @@ class Signature:
         """Run the signature; `output_keys` empty means every output, in alias order."""
         self._check_feed_keys(feeds)
         keys = self._check_output_keys(output_keys) if output_keys else tuple(self.outputs)
-        values = [self._checked(spec, feeds[alias]) for alias, spec in self.inputs.items()]
+        values = [self._checked(alias, feeds[alias]) for alias in self.inputs]
         started = time.perf_counter()
         try:
             results = self._callable(keys)(*values)
@@ -184,20 +198,22 @@ class Signature:
             seen.add(key)
         return tuple(output_keys)
 
-    @staticmethod
-    def _checked(spec: TensorSpec, value: np.ndarray) -> np.ndarray:
+    def _checked(self, alias: str, value: np.ndarray) -> np.ndarray:
         """Reject a dtype the graph would reject (a session would cast silently).
 
         Shapes are left to TensorFlow, as in TF Serving: a signature's static shape is often
         stricter than what its graph accepts (half_plus_two takes [3] for a [-1,1] input).
         """
-        expected = spec.np_dtype
-        if value.dtype != expected and not (spec.is_string and value.dtype.kind in "OSU"):
-            raise errors.invalid_argument(
-                f"Expects arg[{spec.alias}] to be {dtype_name(spec.dtype)} but "
-                f"{value.dtype.name} is provided"
-            )
-        return value
+        dtype = self.feed_dtypes.get(alias, self.inputs[alias].dtype)
+        if dtype == types_pb2.DT_STRING:
+            if value.dtype.kind in "OSU":
+                return value
+        elif value.dtype == numpy_dtype(dtype):
+            return value
+        given = "string" if value.dtype.kind in "OSU" else value.dtype.name
+        raise errors.invalid_argument(
+            f"Expects arg[{alias}] to be {dtype_name(dtype)} but {given} is provided"
+        )
 
 
 class Servable:
@@ -215,12 +231,15 @@ class Servable:
         self.version = version
         self.path = path
         self._session = session
-        self.signature_defs: Mapping[str, meta_graph_pb2.SignatureDef] = {
-            key: sig for key, sig in meta_graph.signature_def.items() if key != INIT_OP_SIGNATURE
-        }
+        # All of them, the init pseudo-signature included: GetModelMetadata reports the
+        # MetaGraphDef's map as it is (TF Serving's TF2 testdata metadata lists it).
+        self.signature_defs: Mapping[str, meta_graph_pb2.SignatureDef] = dict(
+            meta_graph.signature_def
+        )
         self.signatures: dict[str, Signature] = {
-            key: Signature(signature_spec(key, sig_def), session)
+            key: Signature(signature_spec(key, sig_def), session, _feed_dtypes(session, sig_def))
             for key, sig_def in self.signature_defs.items()
+            if key != INIT_OP_SIGNATURE
         }
         for signature in self.signatures.values():
             signature.warm()
@@ -229,7 +248,7 @@ class Servable:
         """The named signature; TF Serving's FAILED_PRECONDITION when it is not exported."""
         signature = self.signatures.get(key)
         if signature is None:
-            raise errors.failed_precondition(f'Serving signature key "{key}" not found.')
+            raise errors.UnknownSignature(key)
         return signature
 
     def close(self) -> None:
@@ -239,6 +258,20 @@ class Servable:
 
     def __repr__(self) -> str:
         return f"Servable({self.name!r}, {self.version})"
+
+
+def _feed_dtypes(
+    session: tf.compat.v1.Session, signature_def: meta_graph_pb2.SignatureDef
+) -> dict[str, int]:
+    """The DataType of the graph tensor behind each input alias (see `Signature`)."""
+    dtypes = {}
+    for alias, info in signature_def.inputs.items():
+        try:
+            tensor = session.graph.get_tensor_by_name(info.name)
+        except (KeyError, ValueError):  # not a plain tensor (sparse/composite): trust the claim
+            continue
+        dtypes[alias] = tensor.dtype.base_dtype.as_datatype_enum
+    return dtypes
 
 
 def load_servable(name: str, version: int, path: str, options: SessionOptions) -> Servable:

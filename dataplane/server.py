@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataplane import config as model_config
 from dataplane import metrics
 from dataplane.batching import BatchingConfig, BatchingRunner, read_batching_config
-from dataplane.errors import ServingError
+from dataplane.errors import Code, ServingError
 from dataplane.grpc_server import GrpcServer
 from dataplane.grpc_service import ModelHandlers, PredictionHandlers, serving_routes
 from dataplane.health import HealthService
@@ -40,7 +40,17 @@ _DEFAULT_CHANNEL_ARGS: dict[str, int | str] = {
 
 
 class StartupError(Exception):
-    """The server cannot start as configured (bad config file, port in use, ...)."""
+    """The server cannot start as configured (bad config file, port in use, ...).
+
+    Printed as TF Serving's main prints a failed BuildAndStart: "<CODE>: <message>"."""
+
+    def __init__(self, message: str, code: Code = Code.INVALID_ARGUMENT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
 
 
 def channel_arguments(text: str) -> list[tuple[str, int | str]]:
@@ -64,7 +74,7 @@ def batching_runner(
         path = options.batching_parameters_file
         config = read_batching_config(path) if path else BatchingConfig()
     except ServingError as exc:
-        raise StartupError(exc.message) from None
+        raise StartupError(exc.message, exc.code) from None
     return BatchingRunner(config, serving_metrics)
 
 
@@ -98,7 +108,7 @@ def metrics_routes(
             metrics.read_monitoring_config(options.monitoring_config_file)
         )
     except ServingError as exc:
-        raise StartupError(exc.message) from None
+        raise StartupError(exc.message, exc.code) from None
     if path is None:
         return {}
     if not options.rest_api_port:
@@ -132,7 +142,7 @@ class DataPlane:
         self.service = InferenceService(
             self.manager,
             runner=runner,
-            check_predict_method=options.enable_signature_method_name_check,
+            check_method_names=options.enable_signature_method_name_check,
             metrics=self.metrics,
             offload=self._offload,
             limits=RequestLimits(options.max_request_elements, options.max_response_elements),
@@ -175,11 +185,11 @@ class DataPlane:
         try:
             initial = model_config.initial_config(self.options)
         except model_config.ConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise StartupError(exc.message, exc.code) from None
         if initial is not None:
             report = self.manager.apply_config(initial)
             if report.code:
-                raise StartupError(report.message)
+                raise StartupError(report.message, report.code)
         self.manager.start()
         self._start_grpc()
         if self.rest is not None:
@@ -198,7 +208,9 @@ class DataPlane:
         try:
             self.grpc_port = self._grpc.start(addresses)
         except RuntimeError as exc:
-            raise StartupError(f"cannot listen on gRPC port {self.options.port}: {exc}") from None
+            raise StartupError(
+                f"cannot listen on gRPC port {self.options.port}: {exc}", Code.UNAVAILABLE
+            ) from None
 
     def _stop_rest(self, grace_seconds: float) -> None:
         if self.rest is not None:

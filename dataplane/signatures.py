@@ -41,6 +41,14 @@ def numpy_dtype(dtype_enum: int) -> np.dtype:
     return _NUMPY_DTYPES[dtype_enum]
 
 
+def datatype_of(dtype: np.dtype) -> str:
+    """The DataType enum name (DT_FLOAT) for a numpy dtype, as TF Serving's messages print it."""
+    for enum, candidate in _NUMPY_DTYPES.items():
+        if candidate == dtype:
+            return types_pb2.DataType.Name(enum)
+    return f"DT_INVALID ({dtype})"
+
+
 def dtype_name(dtype_enum: int) -> str:
     """TensorFlow's short name for a DataType, as its error messages print it ("float")."""
     return types_pb2.DataType.Name(dtype_enum).removeprefix("DT_").lower()

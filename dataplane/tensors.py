@@ -577,7 +577,7 @@ def instances_to_arrays(
     """
     _require_inputs(inputs)
     if type(instances) is not list:
-        raise errors.invalid_argument("Excepting 'instances' to be an list/array")
+        raise errors.invalid_argument("Expecting 'instances' to be an list/array")
     if not instances:
         raise errors.invalid_argument("No values in 'instances' array")
     if _is_named_row(instances[0]):

@@ -153,7 +153,9 @@ def _parse_float_feature(
 ) -> tf.Tensor:
     """Parse one fixed-length float feature out of serialized ``tf.Example`` protos."""
     feature = v1.io.FixedLenFeature([width], tf.float32, default_value=default)
-    return v1.io.parse_example(serialized, {name: feature})[name]
+    parsed = v1.io.parse_example(serialized, {name: feature})[name]
+    parsed.set_shape([None, width])  # known even when the placeholder's rank is not
+    return parsed
 
 
 # --------------------------------------------------------------------------- half_plus_two
@@ -179,10 +181,10 @@ def build_half_plus_two_tf1(
     key                  method    inputs                            outputs
     ===================  ========  ================================  ======================
     serving_default      predict   x: float [-1,1] (x:0)             y: float [-1,1]
-    classify_x_to_y      classify  inputs: string [-1] (tf_example)  scores: y
+    classify_x_to_y      classify  inputs: string [?] (tf_example)   scores: y
     classify_x2_to_y3    classify  inputs: float [-1,1] (x2:0)       scores: y3
-    regress_x_to_y       regress   inputs: string [-1] (tf_example)  outputs: y
-    regress_x_to_y2      regress   inputs: string [-1] (tf_example)  outputs: y2
+    regress_x_to_y       regress   inputs: string [?] (tf_example)   outputs: y
+    regress_x_to_y2      regress   inputs: string [?] (tf_example)   outputs: y2
     regress_x2_to_y3     regress   inputs: float [-1,1] (x2:0)       outputs: y3
     ===================  ========  ================================  ======================
 
@@ -196,7 +198,8 @@ def build_half_plus_two_tf1(
         a_var = v1.Variable(a, name="a")
         b_var = v1.Variable(b, name="b")
         c_var = v1.Variable(c, name="c")
-        serialized = v1.placeholder(tf.string, shape=[None], name="tf_example")
+        # No static shape, as in upstream's export (its metadata says unknown_rank: true).
+        serialized = v1.placeholder(tf.string, name="tf_example")
         x = tf.identity(_parse_float_feature(serialized, "x", 1), name="x")
         x2 = tf.identity(_parse_float_feature(serialized, "x2", 1, default=[0.0]), name="x2")
         y = tf.identity(a_var * x + b_var, name="y")
@@ -218,6 +221,166 @@ def build_half_plus_two_tf1(
             path, [_half_plus_two_request(model_name, row) for row in HALF_PLUS_TWO_WARMUP_INPUTS]
         )
     return path
+
+
+def build_half_plus_three_tf1(base_path: str, version: int = 123) -> str:
+    """TF1 graph equivalent to TF Serving's ``saved_model_half_plus_three`` test model.
+
+    ``y = 0.5*x + 3`` with ``x`` parsed from the serialized ``tf.Example`` placeholder
+    ``tf_example``. Two signatures, TensorInfos without shapes as upstream's:
+
+    * ``serving_default`` (predict): ``x`` float (``x:0``) -> ``y`` float (``y:0``).
+    * ``tensorflow/serving/regress`` (regress): ``inputs`` -> ``outputs`` (``Identity:0``),
+      whose input TensorInfo *claims DT_FLOAT* while ``tf_example:0`` is DT_STRING. That is
+      upstream's quirk, kept on purpose: a server must feed the serialized examples the
+      graph takes, not what the SignatureDef says (api_rest.md's regress example:
+      ``{"examples": [{"x": 1.0}, {"x": 2.0}]}`` -> ``{"results": [3.5, 4.0]}``).
+    """
+
+    def graph() -> dict[str, tf.compat.v1.SignatureDef]:
+        a_var = v1.Variable(0.5, name="a")
+        b_var = v1.Variable(3.0, name="b")
+        serialized = v1.placeholder(tf.string, name="tf_example")
+        x = tf.identity(_parse_float_feature(serialized, "x", 1), name="x")
+        y = tf.identity(a_var * x + b_var, name="y")
+        predict = _tf1_signature({"x": x}, {"y": y}, PREDICT)
+        regress = _tf1_signature({"inputs": serialized}, {"outputs": tf.identity(y)}, REGRESS)
+        regress.inputs["inputs"].dtype = tf.float32.as_datatype_enum
+        for signature in (predict, regress):
+            for info in (*signature.inputs.values(), *signature.outputs.values()):
+                info.ClearField("tensor_shape")
+        return {"serving_default": predict, REGRESS: regress}
+
+    return _export_tf1_graph(base_path, version, graph, HALF_PLUS_TWO_ASSETS)
+
+
+def build_contract_breakers_tf1(base_path: str, version: int = 1) -> str:
+    """TF1 graph whose signatures each break one rule of TF Serving's Classify/Regress
+    (classifier.cc / regressor.cc), so every such error can be seen on a live server.
+
+    All take serialized ``tf.Example`` strings as ``inputs`` (feature ``x``, one float):
+
+    ==================  ========  ==============================================
+    key                 method    what is wrong
+    ==================  ========  ==============================================
+    two_inputs          regress   inputs ``inputs`` and ``other``
+    three_outputs       classify  outputs ``classes``, ``scores`` and ``extra``
+    classes_vector      classify  ``classes`` string [batch] (not [batch, k])
+    int_scores          classify  ``scores`` int64 [batch, 1]
+    uneven_classes      classify  ``classes`` [batch, 2] but ``scores`` [batch, 1]
+    short_scores        classify  ``scores`` [1, 1] whatever the batch
+    wide_outputs        regress   ``outputs`` float [batch, 2]
+    int_outputs         regress   ``outputs`` int64 [batch]
+    short_outputs       regress   ``outputs`` float [1] whatever the batch
+    custom_method       (custom)  a method name none of the three APIs knows
+    ==================  ========  ==============================================
+    """
+
+    def graph() -> dict[str, tf.compat.v1.SignatureDef]:
+        serialized = v1.placeholder(tf.string, shape=[None], name="tf_example")
+        x = _parse_float_feature(serialized, "x", 1)
+        rows = tf.shape(x)[0]
+        labels = tf.fill([rows, 1], "a")
+        two_labels = tf.fill([rows, 2], "a")
+        ints = tf.cast(x, tf.int64)
+        one = {"inputs": serialized}
+
+        def classify(**outputs: tf.Tensor) -> tf.compat.v1.SignatureDef:
+            return _tf1_signature(one, outputs, CLASSIFY)
+
+        def regress(outputs: tf.Tensor) -> tf.compat.v1.SignatureDef:
+            return _tf1_signature(one, {"outputs": outputs}, REGRESS)
+
+        other = v1.placeholder(tf.string, shape=[None], name="other")
+        return {
+            "two_inputs": _tf1_signature(
+                {"inputs": serialized, "other": other}, {"outputs": x}, REGRESS
+            ),
+            "three_outputs": classify(classes=labels, scores=x, extra=x),
+            "classes_vector": classify(classes=tf.fill([rows], "a")),
+            "int_scores": classify(scores=ints),
+            "uneven_classes": classify(classes=two_labels, scores=x),
+            "short_scores": classify(scores=x[:1]),
+            "wide_outputs": regress(tf.concat([x, x], axis=1)),
+            "int_outputs": regress(tf.reshape(ints, [-1])),
+            "short_outputs": regress(tf.reshape(x, [-1])[:1]),
+            "custom_method": _tf1_signature(one, {"outputs": x}, "example/custom"),
+        }
+
+    return _export_tf1_graph(base_path, version, graph)
+
+
+class _HalfPlusTwoTf2(tf.Module):
+    """Native TF2 half_plus_two: the signature set of TF Serving's TF2 test export.
+
+    Every signature's method is ``tensorflow/serving/predict`` (all a TF2 export can say).
+    The ``*_x_to_*`` ones take serialized ``tf.Example`` strings [None] under the alias
+    ``inputs``; the ``*_x2_to_y3`` ones and ``serving_default`` take floats of shape [1].
+    """
+
+    def __init__(self, b: float, asset: str) -> None:
+        super().__init__()
+        self.a = tf.Variable(0.5, name="a")
+        self.b = tf.Variable(b, name="b")
+        self.c = tf.Variable(3.0, name="c")
+        self.asset = tf.saved_model.Asset(asset)
+
+    def _x(self, serialized: tf.Tensor) -> tf.Tensor:
+        return _parse_float_feature(serialized, "x", 1)
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.float32)])
+    def predict(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": self.a * x + self.b}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress_xy(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"outputs": self.a * self._x(serialized) + self.b}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress_xy2(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"outputs": self.a * self._x(serialized) + self.c}
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.float32, name="inputs")])
+    def regress_x2y3(self, x2: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"outputs": self.a * x2 + self.c}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify_xy(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"scores": self.a * self._x(serialized) + self.b}
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.float32, name="inputs")])
+    def classify_x2y3(self, x2: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"scores": self.a * x2 + self.c}
+
+
+def build_half_plus_two_tf2(base_path: str, version: int = 123, *, b: float = 2.0) -> str:
+    """TF2 ``tf.saved_model.save`` export equivalent to TF Serving's
+    ``saved_model_half_plus_two_tf2_cpu`` (its metadata: ``..._tf2_2_versions_metadata.json``).
+
+    ``y = 0.5*x + b``, ``y2 = 0.5*x + 3``, ``y3 = 0.5*x2 + 3``; signatures
+    ``serving_default`` (x [1] -> y), ``regress_x_to_y`` / ``regress_x_to_y2`` /
+    ``classify_x_to_y`` (serialized examples -> outputs / scores [-1,1]) and
+    ``regress_x2_to_y3`` / ``classify_x2_to_y3`` (x2 [1] -> [1]), all with method
+    ``tensorflow/serving/predict``, plus the ``__saved_model_init_op`` TF2 adds (the asset
+    ``foo.txt`` gives it work). The signatures' fed and fetched tensor names match upstream's.
+    """
+    with _staged_export(base_path, version) as export_dir:
+        scratch = os.path.dirname(export_dir)
+        asset = os.path.join(scratch, "asset-sources", "foo.txt")
+        os.makedirs(os.path.dirname(asset), exist_ok=True)
+        with open(asset, "w", encoding="utf-8") as handle:
+            handle.write(HALF_PLUS_TWO_ASSETS["foo.txt"])
+        module = _HalfPlusTwoTf2(b, asset)
+        signatures = {
+            "serving_default": module.predict,
+            "regress_x_to_y": module.regress_xy,
+            "regress_x_to_y2": module.regress_xy2,
+            "regress_x2_to_y3": module.regress_x2y3,
+            "classify_x_to_y": module.classify_xy,
+            "classify_x2_to_y3": module.classify_x2y3,
+        }
+        tf.saved_model.save(module, export_dir, signatures=signatures)
+    return version_path(base_path, version)
 
 
 def _half_plus_two_request(model_name: str, row: Sequence[float]) -> predict_pb2.PredictRequest:

@@ -118,7 +118,7 @@ def test_if_match_guards_writes(api):
 
 
 def test_label_put_and_delete_answer_with_the_model(api):
-    create(api, {**MODEL, "model_version_policy": {"specific": {"versions": [1]}}})
+    create(api)
     moved = api("put", "/models/m/labels/stable", json={"version": 2})
     assert moved.status_code == 200
     body = moved.get_json()
@@ -135,6 +135,19 @@ def test_label_put_and_delete_answer_with_the_model(api):
         response = api("put", "/models/m/labels/stable", json=bad)
         assert response.status_code == 400
         assert response.get_json()["field"] == "version"
+
+
+def test_label_on_a_version_the_specific_policy_does_not_list_is_refused(api):
+    create(api, {**MODEL, "model_version_policy": {"specific": {"versions": [1]}}})
+    refused = api("put", "/models/m/labels/stable", json={"version": 2})
+    assert refused.status_code == 400
+    assert refused.get_json() == {
+        "error": "version_labels.stable: version 2 is not served by model_version_policy "
+        "specific {versions: [1]}",
+        "field": "version_labels.stable",
+    }
+    unchanged = api("get", "/models/m").get_json()
+    assert (unchanged["version_labels"], unchanged["revision"]) == ({"stable": 1}, 1)
 
 
 def test_revisions_are_newest_first_with_their_config(api):

@@ -82,7 +82,10 @@ def test_label_move_waits_until_every_plane_has_the_version(db, fleet, fakes):
     slow = start_fake(fakes, db, load_delay_s=1.0)
     store.create_model(db, rv.parse_model_config(MODEL), "t")
     fleet.cycle()
-    moved = store.set_label(db, "m", "stable", 2, None, "t")
+    both = {**MODEL, "model_version_policy": {"specific": {"versions": [1, 2]}}}
+    moved = store.replace_model(
+        db, rv.parse_model_config({**both, "version_labels": {"stable": 2}}), None, "t"
+    )
     fleet.cycle()
     for fake in (fast, slow):
         stone, final = fake.reloads[-2:]

@@ -123,10 +123,18 @@ def test_render_is_order_independent_and_round_trips_through_text():
     assert rv.fingerprint(rv.render([a])) != expected
 
 
-def test_with_label_pins_a_new_version_into_a_specific_policy():
-    moved = rv.with_label(model(versions=[1], labels={"stable": 1}), "stable", 2)
-    assert list(moved.model_version_policy.specific.versions) == [1, 2]
-    assert dict(moved.version_labels) == {"stable": 2}
+def test_with_label_refuses_a_version_the_specific_policy_does_not_list():
+    pinned = model(versions=[1, 3], labels={"stable": 1})
+    with pytest.raises(rv.ValidationError) as refused:
+        rv.with_label(pinned, "stable", 2)
+    assert str(refused.value) == (
+        "version_labels.stable: version 2 is not served by model_version_policy specific "
+        "{versions: [1, 3]}"
+    )
+    assert dict(pinned.version_labels) == {"stable": 1}
+    moved = rv.with_label(pinned, "stable", 3)
+    assert list(moved.model_version_policy.specific.versions) == [1, 3]
+    assert dict(moved.version_labels) == {"stable": 3}
     latest = rv.with_label(model(policy={"latest": {"num_versions": 2}}), "canary", 9)
     assert latest.model_version_policy.latest.num_versions == 2
     assert dict(latest.version_labels) == {"canary": 9}

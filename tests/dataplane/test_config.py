@@ -60,23 +60,32 @@ def test_read_config_file_parses_text_proto(tmp_path: Path) -> None:
     validate(config, None)
 
 
-def test_read_config_file_reports_parse_errors_with_the_path(tmp_path: Path) -> None:
+def test_read_config_file_reports_parse_errors_as_tf_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "models.config"
     path.write_text("model_config_list { config { nmae: 'x' } }")
 
     with pytest.raises(ConfigError) as raised:
         read_config_file(str(path))
 
-    assert raised.value.message.startswith(f"Invalid ModelServerConfig text proto in {path}: ")
-    assert "nmae" in raised.value.message
+    assert (raised.value.code, raised.value.message) == (
+        Code.INVALID_ARGUMENT,
+        f"Invalid protobuf file: '{path}'",
+    )
+    assert caplog.messages == [
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:30: Message type "
+        '"tensorflow.serving.ModelConfig" has no field named "nmae".'
+    ]
 
 
 def test_read_config_file_reports_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         read_config_file(str(tmp_path / "nope.config"))
 
-    assert raised.value.message == (
-        f"Failed to read model config file {tmp_path}/nope.config: No such file or directory"
+    assert (raised.value.code, raised.value.message) == (
+        Code.NOT_FOUND,
+        f"{tmp_path}/nope.config; No such file or directory",
     )
 
 
@@ -157,7 +166,7 @@ def test_model_type_and_platform_together() -> None:
 
     assert error.message == (
         "Illegal setting both ModelServerConfig::model_type (deprecated) and "
-        "ModelServerConfig::model_platform."
+        "ModelServerConfig::model_platform, model name is a"
     )
 
 
@@ -188,8 +197,8 @@ def test_label_on_a_version_the_specific_policy_never_serves() -> None:
     )
 
     assert error.message == (
-        "Model a: label canary names version 2, which its specific version policy [1] does "
-        "not serve"
+        "Request to assign label to version 2 of model a, which is not currently available "
+        "for inference"
     )
     assert error.code is Code.FAILED_PRECONDITION
 

@@ -184,7 +184,7 @@ def test_predict_string_model(predict_stub):
         ),
         (
             lambda r: r.model_spec.__setattr__("version_label", "nope"),
-            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.INVALID_ARGUMENT,
             "Unrecognized servable version label: nope",
         ),
         (
@@ -266,13 +266,13 @@ def test_regress_example_list(predict_stub):
     assert response.model_spec.signature_name == "regress_x_to_y2"
 
 
-def test_classify_rejects_a_predict_signature_and_empty_input(predict_stub):
+def test_classify_rejects_a_signature_without_its_inputs_and_empty_input(predict_stub):
+    # Method names are not checked by default (TF Serving's default), the aliases are.
     request = classification_request("serving_default", example(x=1.0))
     assert_rpc_error(
         lambda: predict_stub.Classify(request, timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "Expected classification signature method_name to be tensorflow/serving/classify. "
-        "Was: tensorflow/serving/predict",
+        'No classification inputs found in SignatureDef: inputs {\n  key: "x"\n',
     )
     empty = classification_request("classify_x_to_y")
     assert_rpc_error(
@@ -282,7 +282,7 @@ def test_classify_rejects_a_predict_signature_and_empty_input(predict_stub):
     )
 
 
-def test_regress_rejects_a_classify_signature(predict_stub):
+def test_regress_rejects_a_signature_without_its_outputs(predict_stub):
     request = regression_pb2.RegressionRequest()
     request.model_spec.name = "half_plus_two"
     request.model_spec.signature_name = "classify_x_to_y"
@@ -290,7 +290,7 @@ def test_regress_rejects_a_classify_signature(predict_stub):
     assert_rpc_error(
         lambda: predict_stub.Regress(request, timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "Expected regression signature method_name to be tensorflow/serving/regress",
+        "No regression outputs found in SignatureDef: inputs {",
     )
 
 
@@ -333,7 +333,7 @@ def test_multi_inference_rejects_duplicates_and_unknown_methods(predict_stub):
     unknown = multi_inference_request(("serving_default", "tensorflow/serving/predict"))
     assert_rpc_error(
         lambda: predict_stub.MultiInference(unknown, timeout=10),
-        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNIMPLEMENTED,
         "Unsupported signature method_name: tensorflow/serving/predict",
     )
 

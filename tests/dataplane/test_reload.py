@@ -245,6 +245,10 @@ def test_labels_route_to_their_versions(
 ) -> None:
     manager = make_manager()
     base = make_versions(tmp_path / "a", 1, 2)
+    unlabelled = manager.apply_config(
+        config_list(model_entry("a", base, "model_version_policy { all {} }"))
+    )
+    assert unlabelled.code is Code.OK
 
     report = manager.apply_config(config_list(model_entry("a", base, LABELS)))
 
@@ -267,7 +271,13 @@ def test_label_on_unavailable_version_is_refused_and_rolled_back(
 
     report = manager.apply_config(config_list(model_entry("a", base, labels)))
 
-    assert report.code is Code.UNKNOWN  # version 2 itself failed to load
+    # Judged before version 2 is even staged: labels name versions AVAILABLE now.
+    assert (report.code, report.message) == (
+        Code.FAILED_PRECONDITION,
+        "Request to assign label to version 2 of model a, which is not currently available "
+        "for inference",
+    )
+    assert states(manager, "a") == {1: S.AVAILABLE}
     (tmp_path / "a" / "2").rmdir()
     missing = (
         'model_version_policy { latest { num_versions: 1 } } version_labels { key: "old" value: 9 }'
@@ -297,6 +307,25 @@ def test_allow_labels_for_unavailable_models_accepts_a_new_label(
         served_version(manager, "a", label="next")
     assert raised.value.code is Code.NOT_FOUND
     assert raised.value.message.startswith("Servable not found for request: Specific(a, 2)")
+
+
+def test_labels_in_a_first_config_are_refused_unless_allowed_for_unavailable_models(
+    tmp_path: Path, make_manager: Callable[..., ModelManager]
+) -> None:
+    """At startup nothing is loaded yet, so (as in TF Serving) no label can be assigned."""
+    base = make_versions(tmp_path / "a", 1, 2)
+    first = config_list(model_entry("a", base, LABELS))
+
+    refused = make_manager().apply_config(first)
+    allowed = make_manager(allow_version_labels_for_unavailable_models=True)
+
+    assert (refused.code, refused.message) == (
+        Code.FAILED_PRECONDITION,
+        "Request to assign label to version 2 of model a, which is not currently available "
+        "for inference",
+    )
+    assert allowed.apply_config(first).code is Code.OK
+    assert served_version(allowed, "a", label="canary") == 2
 
 
 def test_labels_refused_when_server_disallows_them(

@@ -59,6 +59,7 @@ def dataplane(saved_models: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     process: DataPlaneProcess = start_dataplane(
         f"--model_config_file={config}",
         f"--rest_api_max_request_bytes={MAX_REQUEST_BYTES}",
+        "--allow_version_labels_for_unavailable_models",  # the label is in the first config
         log_dir=root,
     )
     yield process.rest_url
@@ -108,10 +109,12 @@ def test_model_status(dataplane: str, session: requests.Session, path: str) -> N
     assert call(session, dataplane, "GET", path) == (200, AVAILABLE_123)
 
 
+@pytest.mark.parametrize("path", ["/v1/models/multi_version", "/v1/models/multi_version/labels/x"])
 def test_model_status_lists_every_version_newest_first(
-    dataplane: str, session: requests.Session
+    dataplane: str, session: requests.Session, path: str
 ) -> None:
-    status, body = call(session, dataplane, "GET", "/v1/models/multi_version")
+    """A label selects nothing: TF Serving's GetModelStatus reads only a version."""
+    status, body = call(session, dataplane, "GET", path)
     assert status == 200
     assert [(v["version"], v["state"]) for v in body["model_version_status"]] == [
         ("2", "AVAILABLE"),
@@ -176,7 +179,7 @@ def test_metadata_has_tf_servings_shape(
         "defaults": {},
     }
     assert signatures["classify_x_to_y"]["inputs"] == {
-        "inputs": tensor_info("tf_example:0", "DT_STRING", ["-1"])
+        "inputs": tensor_info("tf_example:0", "DT_STRING", None)
     }
 
 
@@ -286,7 +289,7 @@ BOTH_FORMS = "Not formatted correctly expecting only one of 'inputs' or 'instanc
             "JSON Value: 100 not formatted correctly. 'signature_name' key must be a string value.",
         ),
         (f"{HPT}:predict", {"instances": []}, 400, "No values in 'instances' array"),
-        (f"{HPT}:predict", {"instances": 1.0}, 400, "Excepting 'instances' to be an list/array"),
+        (f"{HPT}:predict", {"instances": 1.0}, 400, "Expecting 'instances' to be an list/array"),
         (
             "/v1/models/nope:predict",
             {"instances": [1]},
@@ -332,7 +335,8 @@ def test_predict_unknown_signature_is_a_bad_request(
     status, result = call(
         session, dataplane, "POST", f"{HPT}:predict", {"signature_name": "nope", "instances": [1.0]}
     )
-    assert (status, result) == (400, {"error": 'Serving signature key "nope" not found.'})
+    error = 'Serving signature name: "nope" not found in signature def'
+    assert (status, result) == (400, {"error": error})
 
 
 def test_oversized_body_is_413_with_an_error_body(
@@ -478,10 +482,15 @@ REGRESS = {"signature_name": "regress_x_to_y"}
         ),
         (
             f"{HPT}:classify",
-            {"signature_name": "serving_default", "examples": [{"x": 1.0}]},
+            {"signature_name": "nope", "examples": [{"x": 1.0}]},
             400,
-            "Expected classification signature method_name to be tensorflow/serving/classify. "
-            "Was: tensorflow/serving/predict",
+            "No signature was found with the name: nope",
+        ),
+        (
+            f"{HPT}:regress",
+            {"signature_name": "nope", "examples": [{"x": 1.0}]},
+            400,
+            "No signature was found with the name: nope",
         ),
         (
             "/v1/models/nope:classify",

@@ -346,7 +346,7 @@ def test_columnar_single_and_named() -> None:
             "JSON Value: 2147483648 Type: Number is not of expected type: int32",
         ),
         ([], "No values in 'instances' array"),
-        ({"a": 1}, "Excepting 'instances' to be an list/array"),
+        ({"a": 1}, "Expecting 'instances' to be an list/array"),
     ],
 )
 def test_single_unnamed_tensor_errors(instances: object, message: str) -> None:

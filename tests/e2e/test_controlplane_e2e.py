@@ -139,7 +139,11 @@ def test_moving_a_label_routes_both_planes_to_the_new_version(fleet: Fleet):
     fleet.wait_in_sync()
     for plane in fleet.planes:
         assert predict(plane, "labels/labels/stable") == (200, [2.5])
-    moved = fleet.ok("put", "/models/labels/labels/stable", json={"version": 2})
+    refused = fleet.api("put", "/models/labels/labels/stable", json={"version": 2})
+    assert refused.status_code == 400
+    assert "model_version_policy specific {versions: [1]}" in refused.json()["error"]
+    # Serving version 2 and moving the label in one update: the push still takes two steps.
+    moved = fleet.ok("put", "/models/labels", json=fleet.model("labels", [1, 2], {"stable": 2}))
     assert moved["model_version_policy"] == {"specific": {"versions": [1, 2]}}
     fleet.wait_in_sync(moved["revision"])
     for plane in fleet.planes:

@@ -107,10 +107,16 @@ class Client:
         )
         return response.status_code, response.json()["error"]
 
-    def reload(self, text: str) -> model_management_pb2.ReloadConfigResponse:
+    def reload(self, text: str) -> tuple[grpc.StatusCode, str]:
+        """HandleReloadConfigRequest's outcome: a refusal is the RPC's status, as upstream."""
         request = model_management_pb2.ReloadConfigRequest()
         text_format.Parse(text, request.config)
-        return self.model_stub.HandleReloadConfigRequest(request, timeout=WAIT_S)
+        try:
+            response = self.model_stub.HandleReloadConfigRequest(request, timeout=WAIT_S)
+        except grpc.RpcError as error:
+            return error.code(), error.details()
+        assert (response.status.error_code, response.status.error_message) == (0, "")
+        return grpc.StatusCode.OK, ""
 
     def status(self, name: str) -> dict[int, tuple[int, int, str]]:
         """version -> (state, error_code, error_message)."""
@@ -180,7 +186,7 @@ def test_reload_rpc_adds_repolicies_and_removes_models(
     assert client.predict_grpc("a") == 3.5
 
     added = client.reload(config_text(model_entry("a", a), model_entry("b", b)))
-    assert (added.status.error_code, added.status.error_message) == (0, "")
+    assert added == (grpc.StatusCode.OK, "")
     assert client.predict_grpc("b") == 2.5 and client.predict_rest("b", version=7) == 2.5
 
     pinned = client.reload(
@@ -189,12 +195,12 @@ def test_reload_rpc_adds_repolicies_and_removes_models(
             model_entry("b", b),
         )
     )
-    assert pinned.status.error_code == 0
+    assert pinned == (grpc.StatusCode.OK, "")
     assert client.predict_grpc("a") == 2.5 and client.predict_rest("a") == 2.5
     wait_for(lambda: client.states("a") == {2: END, 1: AVAILABLE}, "a pinned to version 1")
 
     removed = client.reload(config_text(model_entry("a", a)))
-    assert removed.status.error_code == 0
+    assert removed == (grpc.StatusCode.OK, "")
     assert client.rest_error("/v1/models/b") == (
         404,
         "Servable not found for request: Latest(b)",
@@ -202,8 +208,8 @@ def test_reload_rpc_adds_repolicies_and_removes_models(
     assert client.predict_grpc("a") == 3.5
 
     invalid = client.reload(config_text(model_entry("a", a), model_entry("a", b)))
-    assert (invalid.status.error_code, invalid.status.error_message) == (
-        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+    assert invalid == (
+        grpc.StatusCode.INVALID_ARGUMENT,
         "Illegal to list model a multiple times in config list",
     )
     assert client.predict_grpc("a") == 3.5
@@ -225,9 +231,9 @@ def test_edited_config_file_is_applied_and_a_bad_edit_is_ignored(
     config_file.write_text(config_text(model_entry("b", b)) + " this is not a proto")
     time.sleep(2.5)  # two poll rounds
     assert client.predict_grpc("b") == 3.5
-    assert "Keeping the running config: Invalid ModelServerConfig text proto" in (
-        client.plane.log_path.read_text()
-    )
+    log_text = client.plane.log_path.read_text()
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:" in log_text
+    assert f"Keeping the running config: Invalid protobuf file: '{config_file}'" in log_text
 
 
 def test_bad_config_file_at_start_exits_non_zero(
@@ -236,12 +242,31 @@ def test_bad_config_file_at_start_exits_non_zero(
     config_file = tmp_path / "models.config"
     config_file.write_text(config_text(model_entry("a", Path("relative/a"))))
 
-    with pytest.raises(RuntimeError, match="exited with 1") as raised:
+    with pytest.raises(RuntimeError, match="exited with 255") as raised:
         start_dataplane(f"--model_config_file={config_file}")
 
-    assert "Expected model a to have an absolute path or URI; got base_path()=relative/a" in str(
-        raised.value
-    )
+    assert (
+        "Failed to start server. Error: INVALID_ARGUMENT: Expected model a to have an absolute "
+        "path or URI; got base_path()=relative/a"
+    ) in str(raised.value)
+
+
+def test_unparsable_config_file_at_start_fails_as_tf_serving(
+    tmp_path: Path, start_dataplane: Callable[..., DataPlaneProcess]
+) -> None:
+    config_file = tmp_path / "models.config"
+    config_file.write_text("model_config_list { config { nmae: 'a' } }")
+
+    with pytest.raises(RuntimeError, match="exited with 255") as raised:
+        start_dataplane(f"--model_config_file={config_file}")
+
+    assert (
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:30: Message type "
+        '"tensorflow.serving.ModelConfig" has no field named "nmae".'
+    ) in str(raised.value)
+    assert (
+        f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{config_file}'"
+    ) in str(raised.value)
 
 
 # ------------------------------------------------------------------------ version directories
@@ -292,15 +317,15 @@ def test_reload_naming_a_corrupt_model_fails_and_keeps_serving(
     (bad / "4" / "saved_model.pb").write_bytes(b"not a SavedModel")
     client = serve("--model_name=a", f"--model_base_path={a}")
 
-    response = client.reload(config_text(model_entry("a", a), model_entry("bad", bad)))
+    code, message = client.reload(config_text(model_entry("a", a), model_entry("bad", bad)))
 
-    assert response.status.error_code == grpc.StatusCode.UNKNOWN.value[0]
-    assert response.status.error_message.startswith(
+    assert code is grpc.StatusCode.UNKNOWN
+    assert message.startswith(
         "1 model(s) did not become available: {{{name: bad version: 4} due to error: "
     )
     assert client.predict_grpc("a") == 2.5
     later = client.reload(config_text(model_entry("a", a, "model_version_policy { all {} }")))
-    assert later.status.error_code == 0
+    assert later == (grpc.StatusCode.OK, "")
 
 
 # ------------------------------------------------------------------------ labels
@@ -315,25 +340,28 @@ def test_labels_route_over_grpc_and_rest(
         'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 }'
     )
     config_file = tmp_path / "models.config"
-    config_file.write_text(config_text(model_entry("a", a, labels)))
+    config_file.write_text(config_text(model_entry("a", a, "model_version_policy { all {} }")))
     client = serve(f"--model_config_file={config_file}")
+    # As in TF Serving, a label names a version that is AVAILABLE already: load, then label.
+    labelled = client.reload(config_text(model_entry("a", a, labels)))
+    assert labelled == (grpc.StatusCode.OK, "")
 
     assert client.predict_grpc("a", label="stable") == 2.5
     assert client.predict_grpc("a", label="canary") == 3.5
     assert client.predict_rest("a", label="stable") == 2.5
     assert client.predict_rest("a", label="canary") == 3.5
     assert client.rest_error("/v1/models/a/labels/beta") == (
-        404,
+        400,
         "Unrecognized servable version label: beta",
     )
 
     unavailable = client.reload(
         config_text(model_entry("a", a, 'version_labels { key: "stable" value: 1 }'))
     )
-    assert unavailable.status.error_code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
-    assert unavailable.status.error_message == (
+    assert unavailable == (
+        grpc.StatusCode.FAILED_PRECONDITION,
         "Request to assign label to version 1 of model a, which is not currently available "
-        "for inference"
+        "for inference",
     )
     assert client.predict_rest("a", label="stable") == 2.5  # the old labels still hold
 

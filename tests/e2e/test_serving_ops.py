@@ -338,7 +338,7 @@ def test_invalid_batching_parameters_stop_the_start(
             f"--model_base_path={saved_models.half_plus_two}",
             *batching_flags(tmp_path, "max_batch_size { value: 8 } allowed_batch_sizes: 4"),
         )
-    assert "exited with 1" in str(caught.value)
+    assert "exited with 255" in str(caught.value)
     assert "Last entry in allowed_batch_sizes must match max_batch_size" in str(caught.value)
 
 

@@ -44,8 +44,8 @@ def test_a_label_the_new_policy_drops_is_reported_beside_versions():
         form.to_config({"stable": 2})
     form.add_error(caught.value)
     assert form.errors == {
-        "versions": "version_labels.stable: version 2 is not in "
-        "model_version_policy.specific.versions"
+        "versions": "version_labels.stable: version 2 is not served by "
+        "model_version_policy specific {versions: [1]}"
     }
 
 

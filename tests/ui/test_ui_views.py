@@ -296,7 +296,7 @@ def test_a_label_error_shows_beside_the_label_input(signed_in: FlaskClient, db: 
 
 
 def test_move_and_remove_a_label(signed_in: FlaskClient, db: Database, admin: str):
-    create(signed_in, "digits", policy="specific", versions="1")
+    create(signed_in, "digits", policy="specific", versions="1,2")
     post_form(signed_in, "/models/digits/labels", {"label": "stable", "version": "1"})
     moved = post_form(
         signed_in, "/models/digits/labels", {"label": "stable", "version": "2", "revision": "2"}
