@@ -36,6 +36,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from dataplane import _grpc_frontend
+from dataplane.admin_auth import DENIED, AdminAuth
 from dataplane.errors import Code, ServingError
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Route:
     handler: Callable[..., Any]
     kind: Kind
     coalesce: Coalescer | None = None  # only for UNARY routes
+    admin: bool = False  # needs the admin credential (admin_auth.py) when one is configured
 
 
 Routes = Mapping[str, Route]
@@ -79,6 +81,7 @@ def service_routes(
     handlers: Mapping[str, Callable[..., Any]],
     blocking: Collection[str] = (),
     coalescers: Mapping[str, Coalescer] | None = None,
+    admin: Collection[str] = (),
 ) -> dict[str, Route]:
     """Routes for one service of an official proto: request types and streaming kinds come
     from its descriptor, so a handler can only be bound to a method that exists."""
@@ -96,7 +99,8 @@ def service_routes(
         if coalesce is not None and kind is not Kind.UNARY:
             raise ValueError(f"{service.full_name}.{name} is not unary; it cannot coalesce")
         request_type = message_factory.GetMessageClass(method.input_type)
-        routes[f"/{service.full_name}/{name}"] = Route(request_type, handler, kind, coalesce)
+        path = f"/{service.full_name}/{name}"
+        routes[path] = Route(request_type, handler, kind, coalesce, admin=name in admin)
     return routes
 
 
@@ -129,10 +133,13 @@ class GrpcServer:
         channel_args: ChannelArgs,
         blocking_workers: int,
         spin_microseconds: int = 0,
+        admin_auth: AdminAuth = AdminAuth(),
     ) -> None:
         """`spin_microseconds`: how long the dispatcher polls for a next call, under light
-        load, before it sleeps (native/grpc_frontend.cpp, CallQueue::take_all says why)."""
+        load, before it sleeps (native/grpc_frontend.cpp, CallQueue::take_all says why).
+        `admin_auth`: who may call the routes marked `admin` (open by default, as TF Serving)."""
         self._routes = dict(routes)
+        self._admin_auth = admin_auth
         self._channel_args = list(channel_args)
         self._spin_microseconds = spin_microseconds
         self._pool = ThreadPoolExecutor(max_workers=blocking_workers, thread_name_prefix="grpc")
@@ -187,9 +194,15 @@ class GrpcServer:
             if waiting is not None:
                 waiting.cancel()
             return None
+        if call.expired:  # its client no longer waits: running it would be wasted work
+            call.abort(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            return None
         route = self._routes.get(call.method)
         if route is None:
             call.abort(Code.UNIMPLEMENTED, f"Method not found: {call.method}")
+            return None
+        if route.admin and not self._admin_auth.allows(call.metadata, call.client_verified):
+            call.abort(Code.UNAUTHENTICATED, DENIED)
             return None
         try:
             return route, route.request_type.FromString(call.request)

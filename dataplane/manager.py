@@ -31,6 +31,7 @@ from dataplane import errors, memory
 from dataplane.config import (
     ConfigError,
     ModelServerConfig,
+    check_confined,
     models_by_name,
     read_config_file,
     validate,
@@ -251,6 +252,7 @@ class ModelManager:
 
     def _check(self, config: ModelServerConfig) -> None:
         validate(config, self._config)
+        check_confined(config, self._options.base_path_prefixes)
         if not self._options.allow_version_labels and any(
             m.version_labels for m in config.model_config_list.config
         ):
@@ -342,9 +344,9 @@ class ModelManager:
             return
         if config == self._file_config:
             return
-        self._file_config = config
         report = self.apply_config(config)
         if report.code is Code.OK:
+            self._file_config = config  # a failed one is tried again at the next poll
             log.info("Applied %s: %s", self._options.model_config_file, dict(report.models))
         else:
             log.error("Keeping the running config: %s", report.message)
@@ -424,8 +426,15 @@ class ModelManager:
     def _load_with_retries(
         self, name: str, version: int, slot: _Version
     ) -> Servable | ServingError:
-        """Up to 1 + max_num_load_retries attempts; stops early once the version is unaspired."""
-        attempts = 1 + max(self._options.max_num_load_retries, 0)
+        """Up to 1 + max_num_load_retries attempts; stops early once the version is unaspired.
+
+        A staged version (one a reload waits for) gets one attempt: with TF Serving's
+        defaults the retries hold a reload, its caller and every reload queued behind it
+        for five minutes, past any caller's deadline. Its failure rolls the reload back at
+        once with the load error; the caller (or the next config-file poll) tries again.
+        """
+        retries = 0 if slot.staged else max(self._options.max_num_load_retries, 0)
+        attempts = 1 + retries
         interval_s = self._options.load_retry_interval_micros / 1e6
         error = ServingError(Code.CANCELLED, "Load cancelled")
         for attempt in range(1, attempts + 1):

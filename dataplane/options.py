@@ -64,11 +64,19 @@ class ServerOptions:
     enable_serialization_as_tensor_content: bool = False
     resource_preserving_transitions: bool = False
     grace_period_seconds: float = 30.0
+    admin_token_file: str = ""
+    model_base_path_prefixes: str = ""
+    max_queued_reloads: int = 2
     version: bool = False
 
     @property
     def tags(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.saved_model_tags.split(",") if t.strip())
+
+    @property
+    def base_path_prefixes(self) -> tuple[str, ...]:
+        """--model_base_path_prefixes as a tuple; empty: base paths are not confined."""
+        return tuple(p.strip() for p in self.model_base_path_prefixes.split(",") if p.strip())
 
     @property
     def offload_threads(self) -> int:
@@ -99,6 +107,13 @@ _HELP: dict[str, str] = {
     "the next call before it sleeps: lower latency for up to one core of polling; 0 turns it "
     "off (modelplane extension)",
     "grace_period_seconds": "On SIGTERM, wait this long for in-flight requests (modelplane)",
+    "admin_token_file": "File holding the token admin calls (HandleReloadConfigRequest, "
+    "modelplane.*) must send as 'authorization: Bearer <token>'; empty: admin calls are open, "
+    "as in TF Serving (modelplane extension; docs/security.md)",
+    "model_base_path_prefixes": "Comma-separated directories every model base_path must lie "
+    "under (after resolving '..' and symlinks); empty: any path (modelplane extension)",
+    "max_queued_reloads": "HandleReloadConfigRequest calls that may wait behind the one being "
+    "applied; more are refused with UNAVAILABLE at once (modelplane extension)",
     "version": "Display version and exit",
 }
 
@@ -139,4 +154,6 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
         parser.error(f"unknown command line flag(s): {' '.join(unknown)}")
     if namespace.grpc_dispatcher_spin_micros < 0:
         parser.error("--grpc_dispatcher_spin_micros must be >= 0")
+    if namespace.max_queued_reloads < 0:
+        parser.error("--max_queued_reloads must be >= 0")
     return ServerOptions(**vars(namespace))

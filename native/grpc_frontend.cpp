@@ -112,6 +112,8 @@ struct CallState {
   std::uint64_t id = 0;
   std::string method;
   std::string request;
+  std::vector<std::pair<std::string, std::string>> metadata;  // ASCII keys and values only
+  std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
   Outbox* outbox = nullptr;  // owned by the Frontend, which outlives every call
 };
 
@@ -269,7 +271,19 @@ class RpcCall {
     expect(intake_);  // the next call
     state_->id = intake_.next_id->fetch_add(1) + 1;
     state_->method = context_.method();
+    state_->deadline = context_.deadline();
+    keep_metadata();
     stream_.Read(&request_, &read_);
+  }
+
+  // The request's ASCII metadata for Python (admin calls carry their credential there);
+  // binary ("-bin") entries are left out. gRPC hands keys over lower-case.
+  void keep_metadata() {
+    for (const auto& [key, value] : context_.client_metadata()) {
+      const std::string name(key.data(), key.size());
+      if (name.size() >= 4 && name.compare(name.size() - 4, 4, "-bin") == 0) continue;
+      state_->metadata.emplace_back(name, std::string(value.data(), value.size()));
+    }
   }
 
   void read(bool ok) {
@@ -548,6 +562,13 @@ PYBIND11_MODULE(_grpc_frontend, m) {
       .def_property_readonly("method", [](const CallState& c) { return c.method; })
       .def_property_readonly("request", [](const CallState& c) { return py::bytes(c.request); })
       .def_property_readonly("cancelled", [](const CallState& c) { return c.cancelled.load(); })
+      .def_property_readonly("metadata", [](const CallState& c) { return c.metadata; })
+      // No TLS on this transport yet, so no client certificate is ever verified.
+      .def_property_readonly("client_verified", [](const CallState&) { return false; })
+      .def_property_readonly("expired",
+                             [](const CallState& c) {
+                               return std::chrono::system_clock::now() >= c.deadline;
+                             })
       .def("finish", [](CallState& c, const py::bytes& response) {
         return finish(c, std::string(response));
       })
