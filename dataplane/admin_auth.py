@@ -47,9 +47,7 @@ class AdminAuth:
         """Whether a call with this metadata may run an admin method."""
         if self.token is None or client_verified:
             return True
-        return any(
-            key == AUTHORIZATION and self._matches(value) for key, value in metadata
-        )
+        return any(key == AUTHORIZATION and self._matches(value) for key, value in metadata)
 
     def _matches(self, value: str) -> bool:
         scheme, _, credential = value.strip().partition(" ")
@@ -59,11 +57,14 @@ class AdminAuth:
         return hmac.compare_digest(credential.strip().encode(), self.token)
 
 
+OPEN = AdminAuth()  # TF Serving's behaviour: admin calls need nothing
+
+
 def read_admin_auth(path: str) -> AdminAuth:
     """The credential `--admin_token_file` names (its content, surrounding space stripped);
     an empty path leaves admin calls open."""
     if not path:
-        return AdminAuth()
+        return OPEN
     try:
         with open(path, "rb") as handle:
             token = handle.read().strip()

@@ -36,7 +36,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from dataplane import _grpc_frontend
-from dataplane.admin_auth import DENIED, AdminAuth
+from dataplane.admin_auth import DENIED, OPEN, AdminAuth
 from dataplane.errors import Code, ServingError
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class GrpcServer:
         channel_args: ChannelArgs,
         blocking_workers: int,
         spin_microseconds: int = 0,
-        admin_auth: AdminAuth = AdminAuth(),
+        admin_auth: AdminAuth = OPEN,
     ) -> None:
         """`spin_microseconds`: how long the dispatcher polls for a next call, under light
         load, before it sleeps (native/grpc_frontend.cpp, CallQueue::take_all says why).

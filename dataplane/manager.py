@@ -153,6 +153,7 @@ class ModelManager:
         self._models: dict[str, _Model] = {}
         self._reload_lock = threading.Lock()
         self._config: ModelServerConfig | None = None
+        self._configured: frozenset[str] = frozenset()  # the names self._config lists
         self._applied_ms = 0
         self._file_config: ModelServerConfig | None = None
         self._pollers: list[Poller] = []
@@ -226,6 +227,11 @@ class ModelManager:
         with self._lock:
             return sorted(models_by_name(self._config))
 
+    def is_configured(self, name: str) -> bool:
+        """Whether the config in force lists `name`. Lock-free (the set is replaced whole),
+        as it is asked on the request path."""
+        return name in self._configured
+
     def current_config(self) -> tuple[ModelServerConfig | None, int]:
         """The config in force and when it was applied (unix ms; 0 before the first)."""
         with self._lock:
@@ -290,6 +296,7 @@ class ModelManager:
             self._models[name].labels = {}
             self._set_aspired(name, {}, staged=False)
         self._config = plan.config
+        self._configured = frozenset(models_by_name(plan.config))
         self._applied_ms = int(self._clock() * 1000)
 
     def _roll_back(self, plan: ReloadPlan, before: Mapping[str, VersionPaths]) -> None:
