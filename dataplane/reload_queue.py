@@ -72,19 +72,25 @@ class ReloadQueue(Generic[T]):
     def _run_forever(self) -> None:
         while (item := self._next()) is not None:
             future, work = item
-            if not future.set_running_or_notify_cancel():
-                continue  # its caller went away while it waited: never started
             try:
-                future.set_result(work())
+                result, error = work(), None
             except BaseException as exc:  # the caller gets it; this thread goes on
-                future.set_exception(exc)
+                result, error = None, exc
+            with self._ready:
+                self._busy = False  # before the caller hears: its next reload finds room
+            if error is None:
+                future.set_result(result)  # type: ignore[arg-type]
+            else:
+                future.set_exception(error)
 
     def _next(self) -> Item[T] | None:
-        """The next reload to apply (the previous one is over), or None once closed."""
+        """The next reload whose caller still waits, marked running; None once closed."""
         with self._ready:
-            self._busy = False
-            self._ready.wait_for(lambda: self._waiting or self._closed)
-            if not self._waiting:
-                return None
-            self._busy = True
-            return self._waiting.popleft()
+            while True:
+                self._ready.wait_for(lambda: self._waiting or self._closed)
+                if not self._waiting:
+                    return None
+                future, work = self._waiting.popleft()
+                if future.set_running_or_notify_cancel():  # False: its caller left
+                    self._busy = True
+                    return future, work

@@ -111,6 +111,28 @@ def test_removed_version_stops_its_load_retries(
     assert served_version(manager, "a") == 1
 
 
+def test_a_reload_naming_a_path_outside_the_prefixes_changes_nothing(
+    tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
+) -> None:
+    models = tmp_path / "models"
+    manager = make_manager(model_base_path_prefixes=f"{models},/data")
+    assert (
+        manager.apply_config(config_list(model_entry("a", make_versions(models / "a", 1)))).code
+        is Code.OK
+    )
+    outside = make_versions(tmp_path / "etc", 1)
+
+    report = manager.apply_config(
+        config_list(model_entry("a", make_versions(models / "a", 1)), model_entry("b", outside))
+    )
+
+    assert report.code is Code.INVALID_ARGUMENT
+    assert f"Model b has base_path {outside} (resolved: {outside})" in report.message
+    assert f"outside the allowed prefixes {models},/data" in report.message
+    assert manager.model_names() == ["a"] and served_version(manager, "a") == 1
+    assert loader.calls == [("a", 1)]  # nothing of b was touched
+
+
 # ------------------------------------------------------------------------ swaps and leases
 
 
