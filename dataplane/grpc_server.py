@@ -10,8 +10,13 @@ against grpc.aio on this machine it doubles throughput and halves p99 (docs/perf
 Handlers are plain functions of the request. A handler that cannot answer at once (a batched or
 offloaded model call) returns a Future; the answer is written from the thread that completes
 it, and a call the client cancels cancels that Future (so a batch drops the caller). Handlers
-that block (a config reload) run on a small pool; server-streaming handlers get a
+that block run on a small pool (a config reload instead queues on its own thread and
+returns a Future: reload_queue.py); server-streaming handlers get a
 `ResponseStream` and write to it from their own thread.
+
+Before a request is decoded, a call whose deadline has passed while it queued is answered
+DEADLINE_EXCEEDED, and a call to an `admin` route must carry the admin credential
+(admin_auth.py), or it is answered UNAUTHENTICATED.
 
 A route may also *coalesce*: the unary calls to it that one wake-up takes are offered to its
 coalescer together, which may answer several with one piece of work (a `Joint`: with
