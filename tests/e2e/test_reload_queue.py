@@ -52,6 +52,22 @@ def release_held(base: Path) -> bool:
     return True
 
 
+def admitted(reload: grpc.UnaryUnaryMultiCallable, request, timeout: float = 120) -> grpc.Future:
+    """A reload call the server queued (it is still waiting after a moment). Until the server
+    has heard that an earlier waiter left, its place is taken and the call is refused at
+    once: try again then."""
+    deadline = time.monotonic() + 30
+    while True:
+        call = reload.future(request, timeout=timeout)
+        try:
+            error = call.exception(timeout=0.5)
+        except grpc.FutureTimeoutError:
+            return call
+        assert isinstance(error, grpc.RpcError) and error.code() is grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() < deadline, "no place in the reload queue came free"
+        time.sleep(0.2)
+
+
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -73,19 +89,15 @@ def test_reloads_queue_within_the_bound_and_a_departed_caller_is_never_served(
         wait_for(lambda: status_of(channel, "held") == {1: LOADING}, "the held load")
 
         # The one place in the queue: a caller whose deadline passes, then one who cancels.
-        expired = reload.future(reload_request({"hp2": hp2, "expired": hp2}), timeout=1)
+        expired = admitted(reload, reload_request({"hp2": hp2, "expired": hp2}), timeout=2)
         with pytest.raises(grpc.RpcError) as raised:
             expired.result()
         assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        time.sleep(0.5)  # the server hears of it as the client does; give it a moment
-        cancelled = reload.future(reload_request({"hp2": hp2, "cancelled": hp2}), timeout=120)
-        time.sleep(0.5)
+        cancelled = admitted(reload, reload_request({"hp2": hp2, "cancelled": hp2}))
         assert cancelled.cancel()
-        time.sleep(0.5)
 
         # Both have left, so their place is free again; the next one fills it...
-        waiting = reload.future(reload_request({"hp2": hp2, "waiting": hp2}), timeout=120)
-        time.sleep(0.5)
+        waiting = admitted(reload, reload_request({"hp2": hp2, "waiting": hp2}))
         # ...and one more is refused at once.
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as raised:
