@@ -405,6 +405,8 @@ class ModelManager:
                     slot.restart(path)
                 if slot.state is not VersionState.AVAILABLE:
                     slot.staged = staged
+            elif staged and slot.state is VersionState.LOADING:
+                slot.staged = True  # a reload waits for it now: no more retries
         self._manage(model)
 
     def _manage(self, model: _Model) -> None:
@@ -435,13 +437,12 @@ class ModelManager:
     ) -> Servable | ServingError:
         """Up to 1 + max_num_load_retries attempts; stops early once the version is unaspired.
 
-        A staged version (one a reload waits for) gets one attempt: with TF Serving's
+        A staged version (one a reload waits for) is not retried: with TF Serving's
         defaults the retries hold a reload, its caller and every reload queued behind it
         for five minutes, past any caller's deadline. Its failure rolls the reload back at
         once with the load error; the caller (or the next config-file poll) tries again.
         """
-        retries = 0 if slot.staged else max(self._options.max_num_load_retries, 0)
-        attempts = 1 + retries
+        attempts = 1 + max(self._options.max_num_load_retries, 0)
         interval_s = self._options.load_retry_interval_micros / 1e6
         error = ServingError(Code.CANCELLED, "Load cancelled")
         for attempt in range(1, attempts + 1):
@@ -461,9 +462,17 @@ class ModelManager:
                 attempts,
                 error.message,
             )
-            if attempt < attempts and slot.cancel.wait(interval_s):
+            if attempt < attempts and self._no_more_attempts(slot, interval_s):
                 break
         return error
+
+    def _no_more_attempts(self, slot: _Version, interval_s: float) -> bool:
+        """Wait out the retry interval; True, at once, when the version is no longer aspired
+        or a reload now waits for it (it became staged)."""
+        with self._lock:
+            return self._changed.wait_for(
+                lambda: slot.cancel.is_set() or slot.staged, timeout=interval_s
+            )
 
     def _unload_worker(self, model: _Model, version: int, slot: _Version) -> None:
         """Runs on an unload thread: waits for the last lease, closes, gives memory back."""

@@ -111,6 +111,29 @@ def test_removed_version_stops_its_load_retries(
     assert served_version(manager, "a") == 1
 
 
+def test_a_reload_that_waits_for_a_version_the_poll_is_retrying_ends_its_retries(
+    tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
+) -> None:
+    manager = make_manager(max_num_load_retries=1, load_retry_interval_micros=60_000_000)
+    base = make_versions(tmp_path / "a", 1)
+    manager.apply_config(config_list(model_entry("a", base)))
+    loader.fail(tmp_path / "a" / "2")
+    make_versions(tmp_path / "a", 2)
+    manager.poll_file_system()
+    wait_until(lambda: loader.calls == [("a", 1), ("a", 2)])  # the retry would come in a minute
+
+    started = time.monotonic()
+    report = manager.apply_config(
+        config_list(model_entry("a", base, 'version_labels { key: "stable" value: 1 }'))
+    )
+
+    assert time.monotonic() - started < 10
+    assert report.code is Code.UNKNOWN
+    assert f"version: 2}} due to error: DATA_LOSS: corrupt SavedModel at {base}/2" in report.message
+    assert loader.calls == [("a", 1), ("a", 2)]
+    assert served_version(manager, "a") == 1
+
+
 def test_a_reload_naming_a_path_outside_the_prefixes_changes_nothing(
     tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
 ) -> None:
