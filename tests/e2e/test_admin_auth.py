@@ -176,6 +176,7 @@ def test_an_unusable_token_file_stops_the_start(
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
-    assert "error: " in result.stderr and message in result.stderr
-    assert str(token_file) in result.stderr
+    assert result.returncode == 255
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Failed to start server. Error: INVALID_ARGUMENT: ")
+    assert message in last and str(token_file) in last

@@ -111,9 +111,10 @@ def test_reloads_queue_within_the_bound_and_a_departed_caller_is_never_served(
         assert status_of(channel, "hp2") == {123: AVAILABLE}  # served all along
 
         wait_for(lambda: [release_held(held), applying.done()][1], "the held reload's answer")
-        held_answer = applying.result()
-        assert held_answer.status.error_code != 0  # an empty saved_model.pb does not load
-        assert "held" in held_answer.status.error_message
+        with pytest.raises(grpc.RpcError) as failed:  # an empty saved_model.pb does not load
+            applying.result()
+        assert failed.value.code() is grpc.StatusCode.UNKNOWN
+        assert "{name: held version: 1} due to error" in failed.value.details()
         assert waiting.result(timeout=60).status.error_code == 0
         assert status_of(channel, "waiting") == {123: AVAILABLE}
         for never_ran in ("expired", "cancelled", "refused"):
