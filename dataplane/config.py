@@ -43,10 +43,17 @@ def read_config_file(path: str) -> ModelServerConfig:
             text = handle.read()
     except OSError as exc:
         raise ConfigError(f"Failed to read model config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Model config file {path} is not UTF-8 text: {exc.reason}") from None
+    return parse_config_text(text, path)
+
+
+def parse_config_text(text: str, source: str) -> ModelServerConfig:
+    """A ModelServerConfig text proto; `source` names where it came from in the error."""
     try:
         return text_format.Parse(text, ModelServerConfig())
     except text_format.ParseError as exc:
-        raise ConfigError(f"Invalid ModelServerConfig text proto in {path}: {exc}") from None
+        raise ConfigError(f"Invalid ModelServerConfig text proto in {source}: {exc}") from None
 
 
 def single_model_config(name: str, base_path: str) -> ModelServerConfig:

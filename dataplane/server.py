@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from dataplane import config as model_config
-from dataplane import metrics
+from dataplane import metrics, supervision
 from dataplane.batching import BatchingConfig, BatchingRunner, read_batching_config
 from dataplane.errors import ServingError
 from dataplane.grpc_server import GrpcServer
@@ -114,6 +114,8 @@ class DataPlane:
             offload=self._offload,
         )
         self.health = HealthService(self.manager)
+        # A core thread that dies makes the server NOT_SERVING before the process exits.
+        self._unhook_fatal = supervision.SUPERVISOR.on_fatal(self.health.shut_down)
         self._grpc = self._build_grpc_server()
         routes = metrics_routes(options, self.metrics)
         rest_service = self.service.via("REST")
@@ -154,8 +156,7 @@ class DataPlane:
                 raise StartupError(report.message)
         self.manager.start()
         self._start_grpc()
-        if self.rest is not None:
-            self.rest.start()
+        self._start_rest()
         # Everything allocated so far lives for the whole process; keep the collector off it.
         gc.collect()
         gc.freeze()
@@ -171,6 +172,16 @@ class DataPlane:
             self.grpc_port = self._grpc.start(addresses)
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on gRPC port {self.options.port}: {exc}") from None
+
+    def _start_rest(self) -> None:
+        if self.rest is None:
+            return
+        try:
+            self.rest.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on REST port {self.options.rest_api_port}: {exc.strerror}"
+            ) from None
 
     def _stop_rest(self, grace_seconds: float) -> None:
         if self.rest is not None:
@@ -191,3 +202,4 @@ class DataPlane:
         if self.batching is not None:
             self.batching.close()
         self.manager.shutdown()
+        self._unhook_fatal()

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 import orjson
 import pytest
 
+from dataplane import errors
 from dataplane.http_server import HttpServer, ProtocolError, Request, RequestReader, Response
 
 TIMEOUT_S = 0.5
@@ -325,7 +326,7 @@ def test_invalid_utf8_in_the_target_is_replaced_not_fatal(client: Client) -> Non
 def test_handler_exception_is_a_500_and_the_connection_survives(client: Client) -> None:
     client.send(get("/boom"))
     status, _, body = client.response()
-    assert (status, orjson.loads(body)) == (500, {"error": "Internal error: handler bug"})
+    assert (status, orjson.loads(body)) == (500, {"error": errors.INTERNAL_MESSAGE})
     client.send(get("/fine"))
     assert client.response()[0] == 200
 
