@@ -16,6 +16,7 @@ import binascii
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -254,6 +255,10 @@ def _parse_lenient(body: bytes) -> Any:
     except RecursionError:
         raise errors.invalid_argument(
             "JSON Parse error: The document is nested too deeply"
+        ) from None
+    except ValueError:  # an integer past Python's digit limit (found by tests/fuzz)
+        raise errors.invalid_argument(
+            f"JSON Parse error: A number has more than {sys.get_int_max_str_digits()} digits"
         ) from None
 
 

@@ -270,6 +270,12 @@ BOTH_FORMS = "Not formatted correctly expecting only one of 'inputs' or 'instanc
         (f"{HPT}:predict", b'{"instances": [1.0', 400, None),
         (f"{HPT}:predict", b'{"instances": ["\xff"]}', 400, None),
         (f"{HPT}:predict", b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, None),
+        (
+            f"{HPT}:predict",
+            b'{"instances": [' + b"1" * 5000 + b"]}",
+            400,
+            "JSON Parse error: A number has more than 4300 digits",
+        ),
         (f"{HPT}:predict", b"[1, 2]", 400, "JSON Value: [1, 2] Is not object"),
         (f"{HPT}:predict", {"instances": [1.0], "inputs": [1.0]}, 400, BOTH_FORMS),
         (
