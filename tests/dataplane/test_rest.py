@@ -477,6 +477,12 @@ REGRESS = {"signature_name": "regress_x_to_y"}
         ),
         (
             f"{HPT}:regress",
+            {**REGRESS, "examples": [{"x": 10**400}]},
+            400,
+            f"Cannot convert JSON value: {str(10**400)[:256]} to float without loss of precision.",
+        ),
+        (
+            f"{HPT}:regress",
             {**REGRESS, "examples": [{"x": {"b64": "!!"}}]},
             400,
             "Unable to base64 decode",
