@@ -115,7 +115,17 @@ def write(path: Path, content: bytes) -> str:
             b"prometheus_config {\xfe",
             "error: Invalid monitoring config file {path}: ",
         ),
-        ("--batching_parameters_file", b"max_batch_size { value: -1 }", "error: "),
+        (
+            "--batching_parameters_file",
+            b"max_batch_size { value: -1 }",
+            "error: Invalid batching parameters: max_batch_size must be positive; was -1 "
+            "(in {path})",
+        ),
+        (
+            "--batching_parameters_file",
+            b"max_batch_size {\xff",
+            "error: Invalid batching parameters file {path}: ",
+        ),
     ],
 )
 def test_an_unreadable_or_invalid_file_exits_1_with_one_line(
