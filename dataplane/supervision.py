@@ -31,12 +31,19 @@ FATAL_EXIT_CODE = 70  # sysexits.h EX_SOFTWARE: an internal software error
 LINGER_SECONDS = 1.0  # NOT_SERVING is visible this long before the process exits
 
 
+def exit_process(code: int) -> None:
+    """End the process from any thread, now: flush the logs first (os._exit skips that)."""
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 class Supervisor:
     """Runs the fatal path once: log, hooks (NOT_SERVING), linger, exit."""
 
     def __init__(
         self,
-        exit: Callable[[int], Any] = os._exit,
+        exit: Callable[[int], Any] = exit_process,
         linger_seconds: float = LINGER_SECONDS,
     ) -> None:
         self.exit = exit
@@ -81,8 +88,6 @@ class Supervisor:
 
     def _exit_after_linger(self) -> None:
         time.sleep(self.linger_seconds)
-        logging.shutdown()  # flush every handler: os._exit skips it
-        sys.stderr.flush()
         self.exit(FATAL_EXIT_CODE)
 
 
