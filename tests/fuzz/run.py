@@ -15,12 +15,11 @@ from pathlib import Path
 import atheris
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CORPUS_ROOT = Path(__file__).resolve().parent / "corpus"
 # Long enough for JSON numbers past Python's 4300-digit int limit, and for HTTP heads.
 MAX_LEN = 16384
 
 with atheris.instrument_imports(include=["dataplane"]):
-    from tests.fuzz.targets import TARGETS, Target
+    from tests.fuzz.targets import CORPUS_ROOT, TARGETS, Target
 
 
 def one_input(target: Target) -> object:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from google.protobuf.message import DecodeError
 from tensorflow.core.framework import tensor_pb2, types_pb2
@@ -29,6 +30,7 @@ from dataplane.signatures import TensorSpec
 # item 3: --max_request_elements), the harness skips inputs declaring more than this, so a
 # run finds parser bugs rather than the one known allocation.
 MAX_DECLARED_ELEMENTS = 1 << 20
+CORPUS_ROOT = Path(__file__).resolve().parent / "corpus"  # committed seeds, one dir per target
 HTTP_MAX_BODY = 4096
 
 

@@ -1,5 +1,8 @@
 """The fuzz targets: the committed corpus replays clean, and a short atheris pass finds nothing.
 
+atheris runs in its own process (run.py): importing it here would instrument the data plane's
+modules for the whole test session.
+
 `make fuzz` runs each target for longer (FUZZ_SECONDS); docs/fuzzing.md has the figures.
 """
 
@@ -12,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz.run import CORPUS_ROOT
-from tests.fuzz.targets import TARGETS
+from tests.fuzz.targets import CORPUS_ROOT, TARGETS
 from tests.support.processes import REPO_ROOT
 
 SHORT_PASS_SECONDS = int(os.environ.get("FUZZ_TEST_SECONDS", "20"))
