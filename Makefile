@@ -11,7 +11,7 @@ MODELS_DIR ?= var/models
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps protos native native-deps models run test test-fast lint format bench bench-deps clean
+.PHONY: install system-deps protos native native-deps models run test test-fast fuzz lint format bench bench-deps clean
 
 install: $(STAMP) $(PROTO_STAMP) $(NATIVE)
 
@@ -64,6 +64,20 @@ test: install system-deps
 
 test-fast: install system-deps
 	$(PY) -m pytest -q -ra -m "not slow"
+
+# Coverage-guided fuzzing (atheris) of every parser a client or operator feeds, FUZZ_SECONDS
+# each; `make test` runs a 20 s pass per target (tests/fuzz/test_fuzz.py). docs/fuzzing.md.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := rest_body http_request tensor_proto serving_request config_text
+
+fuzz: install
+	@mkdir -p var/fuzz
+	@for target in $(FUZZ_TARGETS); do \
+	  echo "== $$target: $(FUZZ_SECONDS) s (log: var/fuzz/$$target.log)"; \
+	  $(PY) -m tests.fuzz.run $$target --seconds $(FUZZ_SECONDS) > var/fuzz/$$target.log 2>&1 \
+	    || { tail -n 40 var/fuzz/$$target.log; exit 1; }; \
+	  grep -E "^Done" var/fuzz/$$target.log; \
+	done
 
 lint: install
 	$(VENV)/bin/ruff check .

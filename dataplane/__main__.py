@@ -1,4 +1,8 @@
-"""`python -m dataplane`: tensorflow_model_server's command line."""
+"""`python -m dataplane`: tensorflow_model_server's command line.
+
+Startup fails fast: a bad flag, an unreadable or invalid file or a port in use prints one
+line on stderr and exits non-zero, after stopping whatever had started (docs/operations.md).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,6 +25,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from dataplane import supervision
     from dataplane.server import DataPlane, StartupError
 
     try:
@@ -31,11 +35,11 @@ def main(argv: list[str]) -> int:
     try:
         plane.start()
     except StartupError as exc:
-        plane.manager.shutdown()
+        plane.stop(0)  # whatever started (pollers, the gRPC port) must not outlive us
         return _failed_to_start(exc)
     # The drain runs off the signal handler; main waits for all of it (not just for gRPC to
     # stop), since unloading needs worker pools that interpreter shutdown would refuse.
-    drain = threading.Thread(target=plane.stop, args=(options.grace_period_seconds,), name="drain")
+    drain = supervision.guarded_thread("drain", lambda: plane.stop(options.grace_period_seconds))
 
     def on_signal(signum: int, _frame: object) -> None:
         if drain.ident is None:  # a second signal changes nothing
@@ -46,6 +50,8 @@ def main(argv: list[str]) -> int:
     plane.wait()
     if drain.ident is not None:
         drain.join()
+    if supervision.SUPERVISOR.failed.is_set():  # its exit thread ends the process
+        return supervision.FATAL_EXIT_CODE
     return 0
 
 

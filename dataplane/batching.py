@@ -38,6 +38,7 @@ from dataplane.errors import Code, ServingError
 from dataplane.metrics import ServingMetrics
 from dataplane.servable import Servable, Signature
 from dataplane.signatures import TensorSpec
+from dataplane.supervision import guarded_thread
 from modelplane import batching_pb2
 
 log = logging.getLogger(__name__)
@@ -141,13 +142,22 @@ def _invalid(message: str) -> ServingError:
 def read_batching_config(path: str | Path) -> BatchingConfig:
     """Parse and validate a BatchingParameters text proto; any problem names the file."""
     try:
-        params = text_format.Parse(Path(path).read_text(), batching_pb2.BatchingParameters())
-    except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise errors.invalid_argument(f"Invalid batching parameters file {path}: {exc}") from None
+    return parse_batching_config(text, str(path))
+
+
+def parse_batching_config(text: str, source: str) -> BatchingConfig:
+    """A BatchingParameters text proto, validated; `source` names it in the error."""
+    try:
+        params = text_format.Parse(text, batching_pb2.BatchingParameters())
+    except text_format.ParseError as exc:
+        raise errors.invalid_argument(f"Invalid batching parameters file {source}: {exc}") from None
     try:
         return BatchingConfig.from_proto(params)
     except ServingError as exc:
-        raise errors.invalid_argument(f"{exc.message} (in {path})") from None
+        raise errors.invalid_argument(f"{exc.message} (in {source})") from None
 
 
 def per_model_config(version_dir: str) -> BatchingConfig | None:
@@ -365,7 +375,7 @@ class BatchScheduler:
         self._closed = False
         self._running = 0  # batches being run, by batch threads or by callers (run_here)
         self._threads = [
-            threading.Thread(target=self._work, name=f"{config.thread_pool_name}-{i}", daemon=True)
+            guarded_thread(f"{config.thread_pool_name}-{i}", self._work, daemon=True)
             for i in range(config.num_batch_threads)
         ]
         for thread in self._threads:
@@ -477,8 +487,8 @@ class BatchScheduler:
             return
         rows = sum(t.rows for t in tasks)
         padded = self.config.padded_size(rows)
-        self._record(queue, tasks, padded, rows)
         try:
+            self._record(queue, tasks, padded, rows)
             merged = merge_inputs(
                 tuple(queue.lane.signature.inputs),
                 [t.feeds for t in tasks],
@@ -489,9 +499,9 @@ class BatchScheduler:
             results = split_outputs(outputs, [t.rows for t in tasks], padded)
         except ServingError as exc:
             _fail(tasks, exc)
-        except Exception as exc:
+        except Exception:
             log.exception("batch of %s failed", queue.lane.servable)
-            _fail(tasks, ServingError(Code.INTERNAL, f"Batch failed: {type(exc).__name__}: {exc}"))
+            _fail(tasks, errors.internal())
         else:
             for task, rows in zip(tasks, results, strict=True):
                 task.future.set_result(rows)

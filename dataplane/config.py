@@ -63,10 +63,15 @@ def read_config_file(path: str) -> ModelServerConfig:
         raise ConfigError(f"{path}; {exc.strerror}", code) from None
     except UnicodeDecodeError:
         raise _unparsable(path, "not UTF-8 text") from None
+    return parse_config_text(text, path)
+
+
+def parse_config_text(text: str, source: str) -> ModelServerConfig:
+    """A ModelServerConfig text proto; `source` names where it came from in the error."""
     try:
         return text_format.Parse(text, ModelServerConfig())
     except text_format.ParseError as exc:
-        raise _unparsable(path, re.sub(r"^(\d+):(\d+) : ", r"\1:\2: ", str(exc))) from None
+        raise _unparsable(source, re.sub(r"^(\d+):(\d+) : ", r"\1:\2: ", str(exc))) from None
 
 
 def _unparsable(path: str, detail: str) -> ConfigError:

@@ -54,6 +54,11 @@ _HTTP_STATUS: dict[Code, int] = {
 }
 
 
+# What a client is told when the server itself failed: the exception's text may carry paths,
+# values or internals, so it goes to the log only (supervision.py says where).
+INTERNAL_MESSAGE = "Internal error: the server failed to handle the request (details in its log)"
+
+
 class ServingError(Exception):
     """A request or load failure that carries the status code a client should see."""
 
@@ -94,3 +99,8 @@ def not_found(message: str) -> ServingError:
 
 def failed_precondition(message: str) -> ServingError:
     return ServingError(Code.FAILED_PRECONDITION, message)
+
+
+def internal() -> ServingError:
+    """INTERNAL with the fixed message; the caller logs the exception itself."""
+    return ServingError(Code.INTERNAL, INTERNAL_MESSAGE)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import enum
 import functools
 import logging
-import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,7 +40,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from dataplane.admin_auth import DENIED, OPEN, AdminAuth
-from dataplane.errors import Code, ServingError
+from dataplane.errors import INTERNAL_MESSAGE, Code, ServingError
+from dataplane.supervision import guarded_thread
 from dataplane.transport import Call, Frontend, Transport, select_transport
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,11 @@ class GrpcServer:
         self._spin_microseconds = spin_microseconds
         self._pool = ThreadPoolExecutor(max_workers=blocking_workers, thread_name_prefix="grpc")
         self._frontend: Frontend | None = None
-        self._dispatcher = threading.Thread(target=self._dispatch_forever, name="grpc-dispatch")
+        self._stopping = False
+        # Per-call errors fail only that call; anything else ending the dispatcher is fatal.
+        self._dispatcher = guarded_thread(
+            "grpc-dispatch", self._dispatch_forever, should_run=lambda: not self._stopping
+        )
         self._waiting: dict[int, Future[Message]] = {}  # answers to come, by call id
 
     def start(self, addresses: Sequence[str]) -> int:
@@ -166,6 +170,7 @@ class GrpcServer:
 
     def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace period, then stop."""
+        self._stopping = True
         if self._frontend is not None:
             self._frontend.shutdown(grace_seconds)
             self._frontend.close()
@@ -182,18 +187,33 @@ class GrpcServer:
         while calls := self._frontend.next_calls():
             together: dict[str, list[tuple[Call, Message]]] = {}
             for call in calls:
-                decoded = self._decode(call)
-                if decoded is None:
-                    continue
-                route, request = decoded
-                if route.coalesce is not None:
-                    together.setdefault(call.method, []).append((call, request))
-                elif route.kind is Kind.BLOCKING:
-                    self._pool.submit(self._answer, call, route, request)
-                else:
-                    self._answer(call, route, request)
+                try:
+                    self._take(call, together)
+                except Exception as exc:
+                    _fail(call, exc)
             for method, received in together.items():
-                self._answer_together(self._routes[method], received)
+                try:
+                    self._answer_together(self._routes[method], received)
+                except Exception as exc:  # calls already answered ignore a second answer
+                    for call, _ in received:
+                        _fail(call, exc)
+
+    def _take(
+        self,
+        call: Call,
+        together: dict[str, list[tuple[Call, Message]]],
+    ) -> None:
+        """Answer one call now, on the pool, or with the calls to coalesce."""
+        decoded = self._decode(call)
+        if decoded is None:
+            return
+        route, request = decoded
+        if route.coalesce is not None:
+            together.setdefault(call.method, []).append((call, request))
+        elif route.kind is Kind.BLOCKING:
+            self._pool.submit(self._answer, call, route, request)
+        else:
+            self._answer(call, route, request)
 
     def _decode(self, call: Call) -> tuple[Route, Message] | None:
         """The call's route and request, or None when it is already dealt with."""
@@ -252,20 +272,25 @@ class GrpcServer:
                 self._answer(call, route, request)
             return
         for (call, _), response in zip(members, responses, strict=True):
-            call.finish(response)
+            try:
+                call.finish(response)
+            except Exception as exc:
+                _fail(call, exc)
 
     def _answer(self, call: Call, route: Route, request: Message) -> None:
+        """Run the handler; whatever goes wrong fails this call only (also on the pool)."""
         try:
             if route.kind is Kind.STREAM:
                 route.handler(request, ResponseStream(call))
                 return
             answer = route.handler(request)
+            if not isinstance(answer, Future):
+                call.finish(answer.SerializeToString())
+                return
         except BaseException as exc:
             _fail(call, exc)
             return
-        if not isinstance(answer, Future):
-            call.finish(answer.SerializeToString())
-        elif answer.done():
+        if answer.done():
             _reply(call, answer)
         else:
             self._waiting[call.id] = answer
@@ -282,14 +307,18 @@ def _reply(call: Call, done: Future[Message]) -> None:
     error = done.exception()
     if error is not None:
         _fail(call, error)
-    else:
+        return
+    try:  # runs as a future's callback, where an escaping error would leave the call hanging
         call.finish(done.result().SerializeToString())
+    except Exception as exc:
+        _fail(call, exc)
 
 
 def _fail(call: Call, exc: BaseException) -> None:
-    """Core errors carry TF Serving's codes; anything else is a bug, reported as INTERNAL."""
+    """Core errors carry TF Serving's codes; anything else is a bug: INTERNAL with a fixed
+    message for the client (the exception's text may hold internals), the traceback logged."""
     if isinstance(exc, ServingError):
         call.abort(exc.code, exc.message)
         return
     log.error("unexpected error in %s", call.method, exc_info=exc)
-    call.abort(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
+    call.abort(Code.INTERNAL, INTERNAL_MESSAGE)

@@ -19,6 +19,7 @@ from dataplane import errors
 from dataplane.errors import ServingError
 from dataplane.grpc_server import ResponseStream
 from dataplane.manager import ModelManager, VersionState
+from dataplane.supervision import guarded_thread
 
 Status = health_pb2.HealthCheckResponse.ServingStatus
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -102,9 +103,7 @@ class HealthService:
                 return
             self._watches.append(watch)
             if self._watcher is None:
-                self._watcher = threading.Thread(
-                    target=self._refresh_forever, name="health-watch", daemon=True
-                )
+                self._watcher = guarded_thread("health-watch", self._refresh_forever, daemon=True)
                 self._watcher.start()
 
     def _refresh_forever(self) -> None:

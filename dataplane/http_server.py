@@ -40,6 +40,9 @@ from ssl import SSLContext
 import orjson
 import uvloop
 
+from dataplane.errors import INTERNAL_MESSAGE
+from dataplane.supervision import guarded_thread
+
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -92,9 +95,10 @@ def json_error(status: int, message: str) -> Response:
 
 
 def internal_error(exc: BaseException) -> Response:
-    """What a handler bug becomes: logged, answered with 500, the connection kept."""
+    """What a handler bug becomes: logged, answered with 500 and a fixed message (the
+    exception's text may hold internals), the connection kept."""
     log.error("REST handler failed", exc_info=exc)
-    return json_error(500, f"Internal error: {exc}")
+    return json_error(500, INTERNAL_MESSAGE)
 
 
 _STATUS_LINES: dict[int, bytes] = {}
@@ -603,7 +607,11 @@ class _Connection(asyncio.Protocol):
 
     def _answer(self, parsed: Parsed, response: Response) -> None:
         keep_alive = parsed.keep_alive and not self._server.stopping
-        self._write(response, keep_alive, parsed.http10, parsed.head_only)
+        try:
+            self._write(response, keep_alive, parsed.http10, parsed.head_only)
+        except Exception as exc:  # a handler's answer that cannot be written is its bug
+            keep_alive = False
+            self._write(internal_error(exc), keep_alive, parsed.http10, parsed.head_only)
         if not keep_alive:
             self._close()
 
@@ -726,7 +734,10 @@ class HttpServer:
         )
         self._server = self.loop.run_until_complete(serving)
         self.loop.call_soon(self._tick)
-        self._thread = threading.Thread(target=self.loop.run_forever, name="rest-loop", daemon=True)
+        # Errors of one connection end in its answer or its close; the loop ending is fatal.
+        self._thread = guarded_thread(
+            "rest-loop", self.loop.run_forever, should_run=lambda: not self.stopping, daemon=True
+        )
         self._thread.start()
 
     def stop(self, grace_seconds: float = 5.0) -> None:

@@ -48,6 +48,7 @@ from dataplane.policies import (
 from dataplane.reload import ReloadPlan, ReloadReport, all_settled
 from dataplane.sources import Poller, VersionPaths, scan_model
 from dataplane.states import VersionState, VersionStatus
+from dataplane.supervision import guarded
 
 if TYPE_CHECKING:  # the manager never touches TensorFlow; its tests run without importing it
     from dataplane.servable import Servable
@@ -423,10 +424,14 @@ class ModelManager:
             slot = model.versions[decision.version]
             if decision.action is Action.LOAD:
                 slot.state = VersionState.LOADING
-                self._load_pool.submit(self._load_worker, model, decision.version, slot)
+                # A worker failing past its own error handling would leave the version
+                # LOADING or UNLOADING for good (and reloads waiting on it hung): fatal.
+                load = guarded("load worker", self._load_worker)
+                self._load_pool.submit(load, model, decision.version, slot)
             else:
                 slot.state = VersionState.UNLOADING
-                self._unload_pool.submit(self._unload_worker, model, decision.version, slot)
+                unload = guarded("unload worker", self._unload_worker)
+                self._unload_pool.submit(unload, model, decision.version, slot)
         model.refresh_latest()
         self._changed.notify_all()
 
@@ -488,7 +493,10 @@ class ModelManager:
             self._changed.wait_for(lambda: slot.in_use == 0)
             servable, slot.servable = slot.servable, None
         if servable is not None:
-            servable.close()
+            try:
+                servable.close()
+            except Exception:  # it is unreachable either way; the version must still end
+                log.exception("Closing %s version %d failed", model.name, version)
             del servable
             memory.release_freed_memory()
         log.info("Unloaded %s version %d", model.name, version)

@@ -241,10 +241,18 @@ class ServingMetrics:
 def read_monitoring_config(path: str) -> monitoring_pb2.MonitoringConfig:
     """Parse `--monitoring_config_file` (TF Serving's MonitoringConfig text format)."""
     try:
-        text = Path(path).read_text()
-        return text_format.Parse(text, monitoring_pb2.MonitoringConfig())
-    except (OSError, text_format.ParseError) as exc:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise errors.invalid_argument(f"Invalid monitoring config file {path}: {exc}") from None
+    return parse_monitoring_config(text, path)
+
+
+def parse_monitoring_config(text: str, source: str) -> monitoring_pb2.MonitoringConfig:
+    """A MonitoringConfig text proto; `source` names it in the error."""
+    try:
+        return text_format.Parse(text, monitoring_pb2.MonitoringConfig())
+    except text_format.ParseError as exc:
+        raise errors.invalid_argument(f"Invalid monitoring config file {source}: {exc}") from None
 
 
 def prometheus_path(config: monitoring_pb2.MonitoringConfig) -> str | None:

@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import NoReturn
 
 from dataplane.limits import DEFAULT_MAX_ELEMENTS
 from dataplane.transport import TRANSPORTS
@@ -169,9 +170,17 @@ _NON_NEGATIVE = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (a supervisor's log keeps the last line;
+    argparse's multi-line usage of every flag would bury the error)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One argparse option per ServerOptions field, typed from the field's default."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m dataplane",
         description="modelplane data plane: a drop-in for tensorflow_model_server.",
         allow_abbrev=False,

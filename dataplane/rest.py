@@ -435,7 +435,13 @@ def _feature_value(name: str, item: Any) -> tuple[str, Any]:
             raise errors.invalid_argument(
                 f"Feature: {name} has uint64 element. Only int64 is supported."
             )
-        item = float(item)  # beyond 64 bits a JSON parser can only hold it as a decimal
+        try:
+            item = float(item)  # beyond 64 bits a JSON parser can only hold it as a decimal
+        except OverflowError:  # and beyond a double's range not even so (found by tests/fuzz)
+            raise errors.invalid_argument(
+                f"Cannot convert JSON value: {str(item)[:_SNIPPET_CHARS]} to float without loss"
+                " of precision."
+            ) from None
     if isinstance(item, float):
         if math.isfinite(item) and abs(item) > _FLOAT32_MAX:
             raise errors.invalid_argument(

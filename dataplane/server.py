@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from dataplane import config as model_config
-from dataplane import metrics
+from dataplane import metrics, supervision
 from dataplane.admin_auth import OPEN_WARNING, AdminTokenError, read_admin_auth
 from dataplane.batching import BatchingConfig, BatchingRunner, read_batching_config
 from dataplane.errors import Code, ServingError
@@ -151,6 +151,8 @@ class DataPlane:
         )
         self.health = HealthService(self.manager)
         self._reloads: ReloadQueue = ReloadQueue(options.max_queued_reloads)
+        # A core thread that dies makes the server NOT_SERVING before the process exits.
+        self._unhook_fatal = supervision.SUPERVISOR.on_fatal(self.health.shut_down)
         self._grpc = self._build_grpc_server()
         routes = metrics_routes(options, self.metrics)
         rest_service = self.service.via("REST")
@@ -202,8 +204,7 @@ class DataPlane:
                 raise StartupError(report.message, report.code)
         self.manager.start()
         self._start_grpc()
-        if self.rest is not None:
-            self.rest.start()
+        self._start_rest()
         # Everything allocated so far lives for the whole process; keep the collector off it.
         gc.collect()
         gc.freeze()
@@ -220,6 +221,17 @@ class DataPlane:
         except RuntimeError as exc:
             raise StartupError(
                 f"cannot listen on gRPC port {self.options.port}: {exc}", Code.UNAVAILABLE
+            ) from None
+
+    def _start_rest(self) -> None:
+        if self.rest is None:
+            return
+        try:
+            self.rest.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on REST port {self.options.rest_api_port}: {exc.strerror}",
+                Code.UNAVAILABLE,
             ) from None
 
     def _stop_rest(self, grace_seconds: float) -> None:
@@ -242,3 +254,4 @@ class DataPlane:
         if self.batching is not None:
             self.batching.close()
         self.manager.shutdown()
+        self._unhook_fatal()

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 
 from tensorflow_serving.config import model_server_config_pb2 as msc_pb2
 
+from dataplane.supervision import guarded_thread
+
 log = logging.getLogger(__name__)
 
 VersionPaths = dict[int, str]  # version number -> version directory
@@ -72,7 +74,9 @@ class Poller:
         self._poll = poll
         self._interval_s = interval_s
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = guarded_thread(
+            name, self._run, should_run=lambda: not self._stopped.is_set(), daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -657,12 +657,13 @@ def _tf_float32(array: np.ndarray) -> np.ndarray:
     scale found by a decade lookup (no log10 rounding doubts). Magnitudes outside
     [1e-13, 1e6), rare in model outputs, go through the scalar version.
     """
-    values = array.astype(np.float64)
+    flat = array.reshape(-1)  # numpy turns 0-d results into scalars, which cannot be assigned
+    values = flat.astype(np.float64)
     magnitude = np.abs(values)
     decade = np.searchsorted(_DECADES, magnitude, side="right")
     scale = _SCALE6.take(decade)
     result = np.rint(values * scale) / scale
-    lossy = result.astype(np.float32) != array
+    lossy = result.astype(np.float32) != flat
     if np.count_nonzero(lossy):  # count_nonzero: ~5x cheaper than .any() on small arrays
         scale *= 1000.0
         result = np.where(lossy, np.rint(values * scale) / scale, result)
@@ -670,7 +671,7 @@ def _tf_float32(array: np.ndarray) -> np.ndarray:
     if np.count_nonzero(outside):
         slow = outside & (magnitude != 0)
         result[slow] = [_tf_float32_scalar(v) for v in values[slow].tolist()]
-    return result
+    return result.reshape(array.shape)
 
 
 def _with_non_finite(array: np.ndarray) -> object:

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 import orjson
 import pytest
 
+from dataplane import errors
 from dataplane.http_server import (
     Handler,
     HttpLimits,
@@ -30,9 +31,12 @@ TIMEOUT_S = 0.5
 
 
 def echo(request: Request) -> Response | Future[Response]:
-    """Echo the parsed request; `/boom` raises, `/sleep` answers through a Future 0.3 s later."""
+    """Echo the parsed request; `/boom` raises, `/sleep` answers through a Future 0.3 s later,
+    `/garbled` answers with something that is not a Response (later, through a Future)."""
     if request.path == "/boom":
         raise RuntimeError("handler bug")
+    if request.path == "/garbled":
+        return later(0.01, "not a response")  # type: ignore[arg-type]
     if request.path == "/sleep":
         return later(0.3, echoed(request))
     return echoed(request)
@@ -367,6 +371,16 @@ def test_malformed_requests_get_an_error_and_a_close(
     assert_serves(server)
 
 
+def test_an_answer_that_cannot_be_written_is_a_500_and_the_connection_closes(
+    client: Client,
+) -> None:
+    client.send(get("/garbled"))
+    status, headers, body = client.response()
+    assert (status, headers["connection"]) == (500, "close")
+    assert orjson.loads(body) == {"error": errors.INTERNAL_MESSAGE}
+    assert client.closed_by_server()
+
+
 def test_invalid_utf8_in_the_target_is_replaced_not_fatal(client: Client) -> None:
     client.send(b"GET /v1/models/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n")
     status, _, body = client.response()
@@ -376,7 +390,7 @@ def test_invalid_utf8_in_the_target_is_replaced_not_fatal(client: Client) -> Non
 def test_handler_exception_is_a_500_and_the_connection_survives(client: Client) -> None:
     client.send(get("/boom"))
     status, _, body = client.response()
-    assert (status, orjson.loads(body)) == (500, {"error": "Internal error: handler bug"})
+    assert (status, orjson.loads(body)) == (500, {"error": errors.INTERNAL_MESSAGE})
     client.send(get("/fine"))
     assert client.response()[0] == 200
 

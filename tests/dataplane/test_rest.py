@@ -210,6 +210,8 @@ def test_metadata_has_tf_servings_shape(
         (f"{HPT}:predict", {"inputs": {"x": [[1.0], [2.0]]}}, {"outputs": [[2.5], [3.0]]}),
         (f"{HPT}:predict", {"instances": [{"x": [1.0]}]}, {"predictions": [[2.5]]}),
         (f"{HPT}:predict", {"instances": [0.1]}, {"predictions": [2.05]}),
+        # A scalar output past 1e6 took a formatting path that failed on rank 0 (fuzzing).
+        (f"{HPT}:predict", {"inputs": 2e7}, {"outputs": 10000002.0}),
         (
             "/v1/models/multi_version/versions/1:predict",
             {"instances": [1.0]},
@@ -274,6 +276,12 @@ BOTH_FORMS = "Not formatted correctly expecting only one of 'inputs' or 'instanc
         (f"{HPT}:predict", b'{"instances": [1.0', 400, None),
         (f"{HPT}:predict", b'{"instances": ["\xff"]}', 400, None),
         (f"{HPT}:predict", b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, None),
+        (
+            f"{HPT}:predict",
+            b'{"instances": [' + b"1" * 5000 + b"]}",
+            400,
+            "JSON Parse error: Number too big to be stored in double.",
+        ),
         (f"{HPT}:predict", b"[1, 2]", 400, "JSON Value: [1, 2] Is not object"),
         (f"{HPT}:predict", {"instances": [1.0], "inputs": [1.0]}, 400, BOTH_FORMS),
         (
@@ -473,6 +481,12 @@ REGRESS = {"signature_name": "regress_x_to_y"}
             {**REGRESS, "examples": [{"x": 1e300}]},
             400,
             "Cannot convert JSON value: 1e+300 to float without loss of precision.",
+        ),
+        (
+            f"{HPT}:regress",
+            {**REGRESS, "examples": [{"x": 10**400}]},
+            400,
+            f"Cannot convert JSON value: {str(10**400)[:256]} to float without loss of precision.",
         ),
         (
             f"{HPT}:regress",

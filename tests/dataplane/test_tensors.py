@@ -513,6 +513,17 @@ def test_float32_values_are_tf_servings_decimals(value: float, text: bytes) -> N
     assert tensors.outputs_json({"y": many}) == b'{"outputs":[' + b",".join([text] * 100) + b"]}"
 
 
+@pytest.mark.parametrize(("value", "text"), [(1e7, b"10000000.0"), (2.0**30, b"1073741820.0")])
+def test_a_scalar_float32_output_outside_the_fast_decades_is_written(
+    value: float, text: bytes
+) -> None:
+    """Found by tests/fuzz: a rank-0 output of 1e7 was a TypeError (a 500) on the slow path."""
+    assert (
+        tensors.outputs_json({"y": np.float32(value).reshape(())}) == b'{"outputs":' + text + b"}"
+    )
+    assert tensors.outputs_json({"y": np.float32([[value]])}) == b'{"outputs":[[' + text + b"]]}"
+
+
 def test_vectorised_float_formatting_matches_scalar_reference() -> None:
     rng = np.random.default_rng(7)
     exponents = rng.integers(-40, 38, 20000).astype(np.float32)
