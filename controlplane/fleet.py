@@ -204,7 +204,9 @@ class Fleet:
             planes.record_unreachable(self.db, plane.id, str(err))
             return None
         restarted = bool(
-            info and plane.incarnation_id and info.incarnation_id != plane.incarnation_id
+            info
+            and plane.incarnation_id
+            and planes.clip_incarnation(info.incarnation_id) != plane.incarnation_id
         )
         serving_head = _serving_head(head, info.config_fingerprint if info else None, states)
         observation = planes.Observation(

@@ -86,6 +86,11 @@ def clip(text: str, limit: int = ERROR_MAX_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def clip_incarnation(incarnation_id: str) -> str:
+    """The incarnation id as stored, so that a probe compares like with like."""
+    return clip(incarnation_id, INCARNATION_MAX_CHARS)
+
+
 def clip_states(states: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     """At most VERSIONS_MAX_PER_MODEL versions per model (the newest), states clipped."""
     return {
@@ -186,7 +191,7 @@ def record_observation(db: Database, plane_id: int, head: int, obs: Observation)
         row.last_seen = utcnow()
         row.model_states = clip_states(obs.model_states)
         if obs.incarnation_id:
-            row.incarnation_id = clip(obs.incarnation_id, INCARNATION_MAX_CHARS)
+            row.incarnation_id = clip_incarnation(obs.incarnation_id)
         if head < row.pushed_revision:
             return  # judged against a head older than one already sent: says nothing now
         if obs.serving_head:

@@ -157,10 +157,11 @@ class _Models(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):
         states = self.plane.states(request.model_spec.name)
-        if states is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "no such model")
-        response = get_model_status_pb2.GetModelStatusResponse()
         invented = {1000 + n: LOADING for n in range(self.plane.extra_versions)}
+        if states is None and not invented:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such model")
+        states = states or {}
+        response = get_model_status_pb2.GetModelStatusResponse()
         for version, state in sorted({**states, **invented}.items()):
             status = response.model_version_status.add(version=version, state=state)
             if self.plane.load_error:
