@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -303,7 +304,7 @@ def test_a_failing_revision_is_retried_with_bounded_exponential_backoff(db, sett
     finally:
         engine.stop()
     at = [r.at for r in fake.reloads]
-    gaps = [b - a for a, b in zip(at, at[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(at)]
     assert 3 <= len(at) < cycles
     assert gaps[0] >= 0.3
     assert all(gap >= 0.6 for gap in gaps[1:])  # doubled once, then capped (not 1.2, 2.4...)
