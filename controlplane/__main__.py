@@ -95,10 +95,18 @@ def _checked(
     def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             settings = startup_checks.checked(settings)
-            PlaneCredentials.load(settings.dataplane_auth)
+            token = PlaneCredentials.load(settings.dataplane_auth).token
         except (startup_checks.UnsafeSettings, CredentialsError) as err:
             print(f"error: {err}", file=sys.stderr)
             return REFUSED
+        token_problem = startup_checks.dataplane_token_problem(token)
+        if token_problem and not settings.dev_mode:
+            print(f"error: refusing to start: {token_problem}", file=sys.stderr)
+            return REFUSED
+        if not token:
+            logging.getLogger(__name__).warning(
+                "no MODELPLANE_DATAPLANE_TOKEN(_FILE): admin calls to data planes carry no token"
+            )
         overrides = {n: getattr(args, n) for n in HTTP_FLAGS.values() if getattr(args, n, None)}
         return command(args, replace(settings, http=replace(settings.http, **overrides)))
 

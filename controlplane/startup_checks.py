@@ -57,6 +57,13 @@ def database_password_problem(database_url: str) -> str | None:
     return None
 
 
+def dataplane_token_problem(token: str) -> str | None:
+    """Why the data planes' admin token is unsafe: a placeholder from the shipped manifests."""
+    if token and (token.lower() in PLACEHOLDER_SECRETS or PLACEHOLDER_PATTERN.search(token)):
+        return "the data planes' admin token is a placeholder from the shipped files"
+    return None
+
+
 def checked(settings: Settings) -> Settings:
     """`settings` ready to serve: raises UnsafeSettings, or in development mode warns and fills
     in a random key (one per process tree: `serve` passes it on to its workers)."""
