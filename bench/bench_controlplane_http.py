@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import secrets
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,12 +24,14 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import requests
+
 from bench.harness import Measurement, wrk
 from controlplane import store
 from controlplane.auth import create_token
 from controlplane.revisions import parse_model_config
 from tests.support.controlplane import migrated_database
-from tests.support.processes import ServerProcess, free_port
+from tests.support.processes import ServerProcess, port_open
 
 CONCURRENCY = (1, 16, 64)
 WERKZEUG = """
@@ -39,6 +43,15 @@ from dataclasses import replace
 app = create_app(replace(Settings.from_env(), run_fleet=False))
 make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True).serve_forever()
 """
+
+
+def quiet_port() -> int:
+    """A free port below the ephemeral range: the servers import TensorFlow for seconds before
+    they bind, and on a busy machine an outgoing connection can take an ephemeral port first."""
+    while True:
+        port = random.randint(20000, 32000)
+        if not port_open(port):
+            return port
 
 
 def prepare(database_url: str) -> str:
@@ -59,9 +72,23 @@ def server(argv: list[str], port: int, env: dict[str, str], log: Path) -> Iterat
         process.stop(timeout=60)
 
 
+def wait_serving(url: str, headers: dict[str, str], timeout_s: float = 300) -> None:
+    """Until the app answers: gunicorn binds at once, its workers import TensorFlow first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, headers=headers, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not serving after {timeout_s:g}s")
+
+
 def measure(url: str, token: str, seconds: float) -> dict[int, Measurement]:
     headers = {"Authorization": f"Bearer {token}"}
-    wrk(url, b"", 4, 1, 1, method="GET", headers=headers)  # warm every worker up
+    wait_serving(url, headers)
+    wrk(url, b"", 8, 1, 5, method="GET", headers=headers)  # every worker booted and warm
     return {c: wrk(url, b"", c, 1, seconds, method="GET", headers=headers) for c in CONCURRENCY}
 
 
@@ -76,11 +103,11 @@ def main() -> None:
         token = prepare(url)
         env = {"DATABASE_URL": url, "MODELPLANE_SECRET_KEY": secrets.token_hex(32)}
         results = {}
-        port = free_port()
+        port = quiet_port()
         argv = [sys.executable, "-c", WERKZEUG, str(port)]
         with server(argv, port, env, Path(tmp, "werkzeug.log")) as endpoint:
             results["werkzeug"] = measure(endpoint, token, args.seconds)
-        port = free_port()
+        port = quiet_port()
         argv = [sys.executable, "-m", "controlplane", "http", "--port", str(port)]
         argv += ["--workers", str(args.workers), "--threads", str(args.threads)]
         with server(argv, port, env, Path(tmp, "gunicorn.log")) as endpoint:

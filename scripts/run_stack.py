@@ -175,18 +175,23 @@ def controlplane_env(options: StackOptions) -> dict[str, str]:
         "MODELPLANE_DATAPLANES": f"{HOST}:{options.grpc_port}",
         "MODELPLANE_DEV_MODE": "1",
         "MODELPLANE_SECRET_KEY": private_secret(options.secret_key_path),
-        "MODELPLANE_DATAPLANE_TOKEN_FILE": str(options.dataplane_token_path),
+        "MODELPLANE_DATAPLANE_TOKEN_FILE": private_file(options.dataplane_token_path),
     }
 
 
 def private_secret(path: Path) -> str:
     """The random secret kept in `path` (mode 600), made on first use."""
+    return Path(private_file(path)).read_text().strip()
+
+
+def private_file(path: Path) -> str:
+    """`path`, holding a random secret (mode 600 from the first byte) unless it already does."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip()
+    return str(path)
 
 
 def controlplane_cli(options: StackOptions, *args: str, stdin: str = "") -> str:
@@ -433,7 +438,6 @@ class Supervisor:
 
 def start_stack(options: StackOptions, supervisor: Supervisor) -> Credentials:
     """Data plane (empty) first, so the control plane's first push finds it listening."""
-    private_secret(options.dataplane_token_path)
     dataplane_flags = [
         f"--port={options.grpc_port}",
         f"--rest_api_port={options.rest_port}",
