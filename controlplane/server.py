@@ -89,6 +89,8 @@ def run_serve(settings: Settings, http_argv: Sequence[str]) -> int:
         "MODELPLANE_FLEET_PID": str(os.getpid()),
         "MODELPLANE_SECRET_KEY": settings.secret_key,  # dev mode's generated key, shared
     }
+    started: list[Any] = []  # the fleet, once it runs
+    _on_wake(started)  # before any worker exists: SIGUSR1's default action is to terminate
     http = subprocess.Popen(list(http_argv), env=env, preexec_fn=_die_with_parent)
     stopping = threading.Event()
 
@@ -100,7 +102,7 @@ def run_serve(settings: Settings, http_argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     fleet, db = _start_fleet(settings)
-    signal.signal(signal.SIGUSR1, lambda _s, _f: fleet.notify())
+    started.append(fleet)
     try:
         code = http.wait()
     finally:
@@ -117,14 +119,22 @@ def run_fleet(settings: Settings) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda _s, _f: stopping.set())
     signal.signal(signal.SIGINT, lambda _s, _f: stopping.set())
+    started: list[Any] = []
+    _on_wake(started)
     fleet, db = _start_fleet(settings)
-    signal.signal(signal.SIGUSR1, lambda _s, _f: fleet.notify())
+    started.append(fleet)
     try:
         stopping.wait()
     finally:
         fleet.stop()
         db.dispose()
     return 0
+
+
+def _on_wake(started: list[Any]) -> None:
+    """SIGUSR1 runs a cycle now; one that arrives before the fleet runs is dropped (its first
+    cycle starts right away anyway)."""
+    signal.signal(signal.SIGUSR1, lambda _s, _f: started and started[0].notify())
 
 
 def _start_fleet(settings: Settings) -> tuple[Any, Any]:
