@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import secrets
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from controlplane import store
 from controlplane.auth import create_token
 from controlplane.revisions import parse_model_config
 from tests.support.controlplane import migrated_database
-from tests.support.processes import ServerProcess, port_open
+from tests.support.processes import ServerProcess, quiet_port
 
 CONCURRENCY = (1, 16, 64)
 WERKZEUG = """
@@ -43,15 +42,6 @@ from dataclasses import replace
 app = create_app(replace(Settings.from_env(), run_fleet=False))
 make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True).serve_forever()
 """
-
-
-def quiet_port() -> int:
-    """A free port below the ephemeral range: the servers import TensorFlow for seconds before
-    they bind, and on a busy machine an outgoing connection can take an ephemeral port first."""
-    while True:
-        port = random.randint(20000, 32000)
-        if not port_open(port):
-            return port
 
 
 def prepare(database_url: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.controlplane.postgres import PostgresServer, running_postgres
-from tests.support.processes import REPO_ROOT, ServerProcess, free_port
+from tests.support.processes import REPO_ROOT, ServerProcess, quiet_port
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ class ControlPlaneProcess(ServerProcess):
     gunicorn (two workers) and the fleet worker, with a real session key (no dev mode)."""
 
     def __init__(self, database_url: str, dataplanes: list[str], log_dir: Path) -> None:
-        self.port = free_port()
+        self.port = quiet_port()  # restarted on the same port (test_control_plane_restart...)
         self.database_url = database_url
         env = {
             "DATABASE_URL": database_url,
