@@ -11,7 +11,7 @@ database error on what it reported) is logged and recorded on that plane, and th
 A revision a plane keeps failing is retried with exponential backoff, not every cycle.
 
 The worker runs in one process per control-plane instance (`serve` runs it beside gunicorn,
-see __main__.py); the HTTP workers' `notify` wakes it with SIGUSR1.
+see server.py); the HTTP workers' `notify` wakes it with SIGUSR1.
 """
 
 from __future__ import annotations
