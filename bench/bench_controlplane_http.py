@@ -1,11 +1,12 @@
 """The control plane's API under gunicorn vs the Werkzeug server it replaced (issue 17).
 
-Same app, same SQLite database (three models), same machine and load: wrk sends
+Same app, same database (three models; SQLite, or a throwaway PostgreSQL with --postgres),
+same machine and load: wrk sends
 `GET /api/v1/models` with a bearer token over keep-alive connections at each concurrency.
 Werkzeug runs as `serve` used to (`make_server(..., threaded=True)`: a thread per connection);
 gunicorn as `python -m controlplane http` does (gthread, --workers x --threads).
 
-    python bench/bench_controlplane_http.py [--seconds 5] [--workers 2] [--threads 8]
+    python bench/bench_controlplane_http.py [--seconds 5] [--workers 2] [--threads 8] [--postgres]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -29,6 +30,7 @@ from bench.harness import Measurement, wrk
 from controlplane import store
 from controlplane.auth import create_token
 from controlplane.revisions import parse_model_config
+from tests.controlplane.postgres import running_postgres
 from tests.support.controlplane import migrated_database
 from tests.support.processes import ServerProcess, quiet_port
 
@@ -87,9 +89,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--postgres", action="store_true", help="instead of SQLite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        if args.postgres:
+            url = stack.enter_context(running_postgres()).new_database()
+        else:
+            url = f"sqlite:///{tmp}/bench.db"
         token = prepare(url)
         env = {"DATABASE_URL": url, "MODELPLANE_SECRET_KEY": secrets.token_hex(32)}
         results = {}
@@ -102,8 +108,10 @@ def main() -> None:
         argv += ["--workers", str(args.workers), "--threads", str(args.threads)]
         with server(argv, port, env, Path(tmp, "gunicorn.log")) as endpoint:
             results["gunicorn"] = measure(endpoint, token, args.seconds)
+    database = "PostgreSQL" if args.postgres else "SQLite"
     print(
-        f"GET /api/v1/models, {args.seconds:g}s per point, gunicorn {args.workers}x{args.threads}"
+        f"GET /api/v1/models on {database}, {args.seconds:g}s per point, "
+        f"gunicorn {args.workers}x{args.threads}"
     )
     print(f"{'server':<10}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for name, points in results.items():
