@@ -8,6 +8,13 @@ and threads must not do. One supervisor process keeps "one fleet worker per inst
 construction, the HTTP workers wake it with SIGUSR1 after a change (fleet.Fleet.notify), and
 two instances stay safe through the push leases as before. Figures and operations:
 docs/operations.md.
+
+The app is built once in the gunicorn master before it forks the workers (`preload_app`): the
+port opens only when the app can answer, and a worker boots in milliseconds instead of importing
+TensorFlow's protos for seconds, which on a loaded machine outlasted gunicorn's watchdog and got
+booting workers killed. Nothing in the app talks to the database or a data plane before a
+request, so nothing is shared across the fork but code (the engine's empty pool is reset in
+each worker all the same).
 """
 
 from __future__ import annotations
@@ -44,8 +51,8 @@ class HttpServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        """Called in each worker after the fork: its own engine, pool and gRPC channels."""
-        from .app import create_app  # TensorFlow Serving's protos: only workers need them
+        """Called once in the master (preload_app); workers open their own connections."""
+        from .app import create_app  # TensorFlow Serving's protos: only the HTTP side needs them
 
         return create_app(self.settings)
 
@@ -62,12 +69,20 @@ def gunicorn_options(http: HttpOptions, host: str, port: int) -> dict[str, Any]:
         "keepalive": http.keepalive_s,
         "forwarded_allow_ips": http.forwarded_allow_ips,
         "errorlog": "-",
+        "preload_app": True,
+        "post_fork": _fresh_pool,
         "control_socket_disable": True,
         "proc_name": "modelplane-controlplane",
     }
     if http.cert_file or http.key_file:
         options.update(certfile=http.cert_file, keyfile=http.key_file)
     return options
+
+
+def _fresh_pool(_server: Any, worker: Any) -> None:
+    """In a new worker: forget any pooled connection inherited from the master (SQLAlchemy's
+    advice for forked processes; there should be none, nothing connects before a request)."""
+    worker.app.wsgi().extensions["modelplane"].db.engine.dispose(close=False)
 
 
 def run_http(settings: Settings, host: str, port: int) -> int:
