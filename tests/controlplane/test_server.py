@@ -85,6 +85,9 @@ def test_serve_runs_gunicorn_and_one_fleet_worker_that_http_workers_wake(tmp_pat
         assert (health.status_code, health.headers["Server"]) == (200, "gunicorn")
         serve_pid = server.proc.pid
         [master] = children(serve_pid)
+        deadline = time.monotonic() + 30  # gunicorn forks its workers one after the other
+        while len(children(master)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(children(master)) == 2  # --workers 2
         model = {"name": "m", "base_path": "/models/m"}
         auth = {"Authorization": f"Bearer {token}"}
