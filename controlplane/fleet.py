@@ -367,11 +367,11 @@ class Fleet:
             return fn(item)
         except Exception as err:  # anything: the other planes must go on
             plane = _plane_of(item)
+            owner = item.owner if isinstance(item, Claim) else None
             log.exception("data plane %s: unexpected error", plane.address)
             try:
-                planes.record_internal_error(
-                    self.db, plane.id, f"internal error: {type(err).__name__} (see the log)"
-                )
+                error = f"internal error: {type(err).__name__} (see the log)"
+                planes.record_internal_error(self.db, plane.id, error, owner)
             except Exception:  # the database itself may be what failed
                 log.exception("data plane %s: cannot record the error", plane.address)
             return None

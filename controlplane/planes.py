@@ -212,15 +212,21 @@ def record_unreachable(db: Database, plane_id: int, error: str) -> None:
         )
 
 
-def record_internal_error(db: Database, plane_id: int, error: str) -> None:
-    """A bug or database error while working on this plane: shown on it, its lease let go
-    so that the next cycle (or another instance) can try again."""
+def record_internal_error(db: Database, plane_id: int, error: str, owner: str | None) -> None:
+    """A bug or database error while working on this plane: shown on it, and the lease let go
+    if `owner` holds it, so that the next cycle (or another instance) can try again."""
     with db.transaction() as session:
         session.execute(
             update(DataPlane)
             .where(DataPlane.id == plane_id)
-            .values(state="error", last_error=clip(error), lease_owner=None, lease_until=None)
+            .values(state="error", last_error=clip(error))
         )
+        if owner is not None:
+            session.execute(
+                update(DataPlane)
+                .where(DataPlane.id == plane_id, DataPlane.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
 
 
 def record_step(
