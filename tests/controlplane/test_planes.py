@@ -62,3 +62,14 @@ def test_push_history_keeps_the_newest_rows_of_each_plane(db: Database):
     assert [r["revision"] for r in planes.push_history(db, second.id)] == [2, 1]
     with db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(PushResult)) == 5
+
+
+def test_an_internal_error_releases_only_the_lease_its_pusher_holds(db: Database):
+    plane = planes.add_plane(db, "leased:8500", "t")
+    assert planes.acquire_lease(db, plane.id, "other-instance", 1, ttl_s=60)
+    planes.record_internal_error(db, plane.id, "internal error: KeyError (see the log)", None)
+    shown = planes.get_plane(db, plane.id)
+    assert (shown.state, shown.last_error) == ("error", "internal error: KeyError (see the log)")
+    assert not planes.acquire_lease(db, plane.id, "me", 1, ttl_s=60)  # still theirs
+    planes.record_internal_error(db, plane.id, "internal error: KeyError", "other-instance")
+    assert planes.acquire_lease(db, plane.id, "me", 1, ttl_s=60)
