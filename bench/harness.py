@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,9 +77,10 @@ def require_tool(name: str, package: str) -> str:
 
 
 _WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.method = "{method}"
+{headers}
 local f = io.open("{body}", "rb"); wrk.body = f:read("*a"); f:close()
+if wrk.body == "" then wrk.body = nil end
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %f %f %f\\n", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99)))
@@ -87,14 +88,24 @@ end
 """
 
 
-def wrk(url: str, body: bytes, concurrency: int, batch: int, seconds: float) -> Measurement:
+def wrk(
+    url: str,
+    body: bytes,
+    concurrency: int,
+    batch: int,
+    seconds: float,
+    method: str = "POST",
+    headers: Mapping[str, str] | None = None,
+) -> Measurement:
     """HTTP/1.1 keep-alive closed loop with `concurrency` connections on one wrk thread."""
     tool = require_tool("wrk", "wrk")
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in all_headers.items())
     with tempfile.TemporaryDirectory() as tmp:
         body_path = Path(tmp, "body.json")
         body_path.write_bytes(body)
-        script = Path(tmp, "post.lua")
-        script.write_text(_WRK_SCRIPT.format(body=body_path))
+        script = Path(tmp, "request.lua")
+        script.write_text(_WRK_SCRIPT.format(body=body_path, method=method, headers=header_lines))
         out = subprocess.run(
             [
                 tool,

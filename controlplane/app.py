@@ -10,8 +10,9 @@ from typing import Any
 
 from flask import Flask, jsonify
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from . import ui
+from . import https, ui
 from .api import bp as api_bp
 from .config import Settings
 from .context import ControlPlane, control_plane
@@ -27,14 +28,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(SECRET_KEY=settings.secret_key)
     app.json.sort_keys = False
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, settings.pool)
     fleet = Fleet(db, settings)
     app.extensions["modelplane"] = ControlPlane(settings, db, fleet)
     app.register_blueprint(api_bp)
     ui.init_app(app, settings)
+    https.init_app(app)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.register_error_handler(DBAPIError, database_unavailable)
     app.register_error_handler(IntegrityError, integrity_conflict)
+    app.register_error_handler(PoolTimeout, pool_exhausted)
     if settings.run_fleet:
         fleet.start()
     return app
@@ -50,6 +53,13 @@ def database_unavailable(err: DBAPIError) -> tuple[Any, int]:
     """Any driver-level failure: the transaction was rolled back, so nothing is half-written."""
     log.warning("database error: %s", err)
     return jsonify(error="database unavailable"), 503
+
+
+def pool_exhausted(err: PoolTimeout) -> tuple[Any, int]:
+    """Every pooled connection is busy for longer than the pool timeout: say so and let the
+    client retry, instead of a 500 (the request did nothing)."""
+    log.warning("database pool exhausted: %s", err)
+    return jsonify(error="database busy: no connection free, retry later"), 503
 
 
 def integrity_conflict(err: IntegrityError) -> tuple[Any, int]:

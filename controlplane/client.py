@@ -2,6 +2,8 @@
 
 `PlaneUnreachable` (transport trouble: worth retrying) and `PlaneRejected` (the plane answered
 and said no: retrying the same config will not help) drive the push state machine in fleet.py.
+
+Every call carries the fleet's credentials (credentials.py): a bearer token, TLS or both.
 """
 
 from __future__ import annotations
@@ -21,15 +23,8 @@ from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
 from modelplane import info_pb2, info_pb2_grpc
 
-# Reconnect quickly after a data plane restarts on the same port (gRPC's default backoff grows
-# to two minutes, which alone would blow the 30 s re-sync goal).
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
+from .credentials import PlaneCredentials
+
 RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -42,7 +37,16 @@ STATE_BY_NUMBER = {number: name for name, number in STATE_NAMES.items()}
 
 
 class PlaneUnreachable(Exception):
-    """The call did not get an answer (connection refused, deadline...): retry later."""
+    """The call did not get an answer (connection refused, deadline...): retry later.
+
+    `str(err)` has gRPC's detail (addresses, socket errors) for the log; `public` only the
+    status code, for the API and the UI: whoever may register an address must not get a
+    port scanner that explains each closed port (docs/security.md).
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.public = f"no answer ({code})"
 
 
 class PlaneRejected(Exception):
@@ -58,10 +62,14 @@ class PlaneInfo:
 class PlaneClient:
     """One data plane at `address`; keeps a channel open across calls."""
 
-    def __init__(self, address: str, deadline_s: float) -> None:
+    def __init__(
+        self, address: str, deadline_s: float, credentials: PlaneCredentials | None = None
+    ) -> None:
         self.address = address
         self.deadline_s = deadline_s
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        credentials = credentials or PlaneCredentials()
+        self._metadata = credentials.metadata
+        self._channel = credentials.channel(address)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._info = info_pb2_grpc.DataPlaneInfoStub(self._channel)
 
@@ -71,7 +79,16 @@ class PlaneClient:
     def reload(self, config: ModelServerConfig) -> None:
         """HandleReloadConfigRequest with the whole config; raises unless the plane says OK."""
         request = model_management_pb2.ReloadConfigRequest(config=config)
-        response = self._call(self._models.HandleReloadConfigRequest, request)
+        try:
+            response = self._call(self._models.HandleReloadConfigRequest, request)
+        except PlaneUnreachable as err:
+            if _code(err) != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            # The plane got the config and is still loading (a failing version retries for
+            # minutes): resending would queue the same reload again, so this is not retried.
+            raise PlaneRejected(
+                f"reload did not answer within {self.deadline_s:g}s{self._load_errors(config)}"
+            ) from err
         if response.status.error_code != 0:
             raise PlaneRejected(
                 f"reload refused (code {response.status.error_code}): "
@@ -80,39 +97,59 @@ class PlaneClient:
 
     def model_states(self, name: str) -> dict[int, str] | None:
         """Version -> state name ("AVAILABLE", ...) of one model; None if the plane lacks it."""
+        statuses = self._statuses(name)
+        if statuses is None:
+            return None
+        return {s.version: STATE_BY_NUMBER.get(s.state, "UNKNOWN") for s in statuses}
+
+    def _statuses(self, name: str) -> list[Any] | None:
         request = get_model_status_pb2.GetModelStatusRequest(
             model_spec=model_pb2.ModelSpec(name=name)
         )
         try:
             response = self._call(self._models.GetModelStatus, request)
         except PlaneRejected as err:
-            if isinstance(err.__cause__, grpc.RpcError) and (
-                err.__cause__.code() == grpc.StatusCode.NOT_FOUND
-            ):
+            if _code(err) == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
-        return {
-            status.version: STATE_BY_NUMBER.get(status.state, "UNKNOWN")
-            for status in response.model_version_status
-        }
+        return list(response.model_version_status)
+
+    def _load_errors(self, config: ModelServerConfig) -> str:
+        """ "; m/3: <why it failed>" for each version the plane reports a load error for: the
+        real reason a reload is slow or failed, instead of a bare timeout."""
+        errors = []
+        for model in config.model_config_list.config:
+            try:
+                statuses = self._statuses(model.name) or []
+            except (PlaneUnreachable, PlaneRejected):
+                continue
+            errors += [
+                f"{model.name}/{s.version}: {s.status.error_message}"
+                for s in statuses
+                if s.status.error_code != 0
+            ]
+        return "".join(f"; {e}" for e in errors)
 
     def info(self) -> PlaneInfo | None:
         """Our GetInfo; None when the plane does not implement it (a stock model server)."""
         try:
             response = self._call(self._info.GetInfo, info_pb2.GetInfoRequest())
         except PlaneRejected as err:
-            if isinstance(err.__cause__, grpc.RpcError) and (
-                err.__cause__.code() == grpc.StatusCode.UNIMPLEMENTED
-            ):
+            if _code(err) == grpc.StatusCode.UNIMPLEMENTED:
                 return None
             raise
         return PlaneInfo(response.incarnation_id, response.config_fingerprint)
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
         try:
-            return method(request, timeout=self.deadline_s)
+            return method(request, timeout=self.deadline_s, metadata=self._metadata)
         except grpc.RpcError as err:
-            detail = f"{err.code().name}: {err.details()}"
             if err.code() in RETRYABLE:
-                raise PlaneUnreachable(detail) from err
-            raise PlaneRejected(detail) from err
+                raise PlaneUnreachable(err.code().name, err.details() or "") from err
+            raise PlaneRejected(f"{err.code().name}: {err.details()}") from err
+
+
+def _code(err: Exception) -> grpc.StatusCode | None:
+    """The gRPC status code behind one of our errors, if a call failed with one."""
+    cause = err.__cause__
+    return cause.code() if isinstance(cause, grpc.RpcError) else None

@@ -42,6 +42,50 @@ class LoginThrottle:
 
 
 @dataclass(frozen=True)
+class HttpOptions:
+    """gunicorn's knobs: bounded processes and threads, so slow clients cannot take them all."""
+
+    workers: int = 2
+    threads: int = 8
+    # gunicorn kills and replaces a worker silent for this long (a wedged request included).
+    timeout_s: int = 30
+    # On SIGTERM, in-flight requests get this long to finish.
+    graceful_timeout_s: int = 30
+    # An idle keep-alive connection is closed after this long.
+    keepalive_s: int = 5
+    # Serve HTTPS directly (both set), else plain HTTP (behind a TLS-terminating proxy).
+    cert_file: str = ""
+    key_file: str = ""
+    # Proxies whose X-Forwarded-Proto is believed (so HTTPS behind them is recognised).
+    forwarded_allow_ips: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """The database connection pool of one process."""
+
+    size: int = 10
+    max_overflow: int = 20
+    # A request that waits this long for a connection gets 503 instead of hanging.
+    timeout_s: float = 5.0
+    # PostgreSQL connect timeout: a database that is down answers 503 within this.
+    connect_timeout_s: int = 5
+
+
+@dataclass(frozen=True)
+class DataPlaneAuth:
+    """File paths and values that secure the calls to data planes (one token per fleet)."""
+
+    token: str = field(default="", repr=False)
+    token_file: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    # The name the data planes' certificate carries, when they are dialled by IP (DNS discovery).
+    server_name: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Control-plane settings; build with `Settings.from_env()` or directly in tests."""
 
@@ -61,10 +105,26 @@ class Settings:
     label_wait_s: float = 120.0
     # Start the background push/reconcile worker with the app (off in unit tests).
     run_fleet: bool = True
-    # Send the session cookie only over HTTPS (set it when the UI is served behind TLS).
+    # Send the session cookie only over HTTPS (set it when the UI is served behind TLS); a
+    # request that arrives over HTTPS gets a Secure cookie and HSTS whatever this says.
     secure_cookies: bool = False
     secret_key: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
     login_throttle: LoginThrottle = LoginThrottle()
+    # Accept a missing/placeholder secret key and the shipped database password (make run only).
+    dev_mode: bool = False
+    # The HTTP server (gunicorn): processes, threads each, watchdog, drain and keep-alive.
+    http: HttpOptions = field(default_factory=lambda: HttpOptions())
+    # The connection pool: how many, and how long a request waits for one before a 503.
+    pool: PoolOptions = field(default_factory=lambda: PoolOptions())
+    # Push results kept per data plane (older ones are deleted as new ones are written).
+    push_history_keep: int = 50
+    # A revision a plane keeps refusing is retried after base * 2^(failures-1), at most max.
+    retry_backoff_s: float = 5.0
+    retry_backoff_max_s: float = 300.0
+    # How the control plane talks to data planes: admin token and TLS (see client.py).
+    dataplane_auth: DataPlaneAuth = field(default_factory=lambda: DataPlaneAuth())
+    # Set by `serve` for its HTTP workers: the process whose fleet worker a change wakes.
+    fleet_pid: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,8 +144,46 @@ class Settings:
             push_attempts=int(env.get("MODELPLANE_PUSH_ATTEMPTS", base.push_attempts)),
             label_wait_s=float(env.get("MODELPLANE_LABEL_WAIT_S", base.label_wait_s)),
             secure_cookies=_flag(env.get("MODELPLANE_SECURE_COOKIES"), base.secure_cookies),
-            secret_key=env.get("MODELPLANE_SECRET_KEY", base.secret_key),
             login_throttle=LoginThrottle.from_env(env),
+            # Empty when unset: startup_checks refuses it outside development mode.
+            secret_key=env.get("MODELPLANE_SECRET_KEY", ""),
+            dev_mode=_flag(env.get("MODELPLANE_DEV_MODE"), base.dev_mode),
+            http=HttpOptions(
+                workers=int(env.get("MODELPLANE_HTTP_WORKERS", base.http.workers)),
+                threads=int(env.get("MODELPLANE_HTTP_THREADS", base.http.threads)),
+                timeout_s=int(env.get("MODELPLANE_HTTP_TIMEOUT_S", base.http.timeout_s)),
+                graceful_timeout_s=int(
+                    env.get("MODELPLANE_HTTP_GRACEFUL_TIMEOUT_S", base.http.graceful_timeout_s)
+                ),
+                keepalive_s=int(env.get("MODELPLANE_HTTP_KEEPALIVE_S", base.http.keepalive_s)),
+                cert_file=env.get("MODELPLANE_HTTP_CERT_FILE", ""),
+                key_file=env.get("MODELPLANE_HTTP_KEY_FILE", ""),
+                forwarded_allow_ips=env.get(
+                    "MODELPLANE_HTTP_FORWARDED_ALLOW_IPS", base.http.forwarded_allow_ips
+                ),
+            ),
+            pool=PoolOptions(
+                size=int(env.get("MODELPLANE_DB_POOL_SIZE", base.pool.size)),
+                max_overflow=int(env.get("MODELPLANE_DB_MAX_OVERFLOW", base.pool.max_overflow)),
+                timeout_s=float(env.get("MODELPLANE_DB_POOL_TIMEOUT_S", base.pool.timeout_s)),
+                connect_timeout_s=int(
+                    env.get("MODELPLANE_DB_CONNECT_TIMEOUT_S", base.pool.connect_timeout_s)
+                ),
+            ),
+            push_history_keep=int(env.get("MODELPLANE_PUSH_HISTORY_KEEP", base.push_history_keep)),
+            retry_backoff_s=float(env.get("MODELPLANE_RETRY_BACKOFF_S", base.retry_backoff_s)),
+            retry_backoff_max_s=float(
+                env.get("MODELPLANE_RETRY_BACKOFF_MAX_S", base.retry_backoff_max_s)
+            ),
+            dataplane_auth=DataPlaneAuth(
+                token=env.get("MODELPLANE_DATAPLANE_TOKEN", ""),
+                token_file=env.get("MODELPLANE_DATAPLANE_TOKEN_FILE", ""),
+                ca_file=env.get("MODELPLANE_DATAPLANE_CA_FILE", ""),
+                cert_file=env.get("MODELPLANE_DATAPLANE_CERT_FILE", ""),
+                key_file=env.get("MODELPLANE_DATAPLANE_KEY_FILE", ""),
+                server_name=env.get("MODELPLANE_DATAPLANE_TLS_SERVER_NAME", ""),
+            ),
+            fleet_pid=int(env.get("MODELPLANE_FLEET_PID", base.fleet_pid)),
         )
 
     @property

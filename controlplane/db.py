@@ -4,6 +4,10 @@ SQLite: writers must take the write lock at BEGIN (``BEGIN IMMEDIATE``); a defer
 that reads first and writes later fails with "database is locked" instead of waiting, which
 would turn concurrent label writes into spurious 500s. PostgreSQL needs nothing special: the
 config_head row lock serializes config writers (see models.ConfigHead).
+
+The pool is bounded and so is the wait for one of its connections (`PoolOptions`): an
+exhausted pool or a database that does not answer is a quick 503 (app.py), not a hung request.
+Nothing connects before the first query, so the app starts while the database is down.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .config import ensure_sqlite_dir
+from .config import PoolOptions, ensure_sqlite_dir
 
 
 def normalize_url(database_url: str) -> str:
@@ -28,13 +32,26 @@ def normalize_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def make_engine(database_url: str) -> Engine:
+def make_engine(database_url: str, pool: PoolOptions | None = None) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE."""
     url = normalize_url(database_url)
+    pool = pool or PoolOptions()
+    sizes: dict[str, float] = {
+        "pool_size": pool.size,
+        "max_overflow": pool.max_overflow,
+        "pool_timeout": pool.timeout_s,
+    }
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": pool.connect_timeout_s},
+            **sizes,
+        )
     ensure_sqlite_dir(url)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    if ":memory:" in url:
+        sizes = {}  # one connection per thread (SingletonThreadPool): nothing to bound
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **sizes)
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
@@ -56,9 +73,9 @@ def _sqlite_on_begin(connection: Any) -> None:
 class Database:
     """Owns the engine and hands out short transactions."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, pool: PoolOptions | None = None) -> None:
         self.url = database_url
-        self.engine = make_engine(database_url)
+        self.engine = make_engine(database_url, pool)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

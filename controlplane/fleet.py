@@ -5,11 +5,20 @@ One background worker runs a *cycle* whenever a change is committed (notify) and
 each plane that is not serving it. A push is two steps when labels need it (see
 revisions.intermediate_config): the stepping stone goes to every plane, the worker waits until
 the labelled versions are AVAILABLE on all of them, then the final config goes out.
+
+Planes are isolated from each other: whatever goes wrong while working on one (a bug, a
+database error on what it reported) is logged and recorded on that plane, and the others go on.
+A revision a plane keeps failing is retried with exponential backoff, not every cycle.
+
+The worker runs in one process per control-plane instance (`serve` runs it beside gunicorn,
+see server.py); the HTTP workers' `notify` wakes it with SIGUSR1.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import threading
 import time
@@ -19,12 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
 from . import planes, store
 from . import revisions as rv
 from .client import PlaneClient, PlaneRejected, PlaneUnreachable
 from .config import Settings
+from .credentials import PlaneCredentials
 from .db import Database
 
 log = logging.getLogger(__name__)
@@ -57,6 +68,15 @@ class Claim:
         return self.target.plane.id
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """A revision that failed `failures` times in a row on one plane; retried after `until`."""
+
+    revision: int
+    failures: int
+    until: float
+
+
 def resolve_dns(name_port: str) -> set[str]:
     """All IPv4 A records of `name:port` as "ip:port" (a headless Service lists every pod)."""
     host, _, port = name_port.rpartition(":")
@@ -72,10 +92,13 @@ class Fleet:
         db: Database,
         settings: Settings,
         resolver: Callable[[str], set[str]] = resolve_dns,
+        credentials: PlaneCredentials | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self._resolver = resolver
+        self._credentials = credentials or PlaneCredentials.load(settings.dataplane_auth)
+        self._backoff: dict[int, Backoff] = {}
         self._clients: dict[str, PlaneClient] = {}
         self._clients_lock = threading.Lock()
         self._cycle_lock = threading.Lock()
@@ -88,8 +111,8 @@ class Fleet:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Register static planes and start the background worker."""
-        self.discover()
+        """Start the background worker; it registers the static planes in its first cycle,
+        so that the app starts while the database is down."""
         self._wake.set()  # first cycle right away: planes may have restarted while we were down
         self._thread = threading.Thread(target=self._run, name="fleet-worker", daemon=True)
         self._thread.start()
@@ -106,8 +129,17 @@ class Fleet:
             self._clients.clear()
 
     def notify(self) -> None:
-        """A change was committed: run a cycle now instead of at the next tick."""
-        self._wake.set()
+        """A change was committed: run a cycle now instead of at the next tick.
+
+        In an HTTP worker the cycle runs in `serve`'s process (`fleet_pid`): it gets a SIGUSR1.
+        """
+        if self._thread is not None or not self.settings.fleet_pid:
+            self._wake.set()
+            return
+        try:
+            os.kill(self.settings.fleet_pid, signal.SIGUSR1)
+        except OSError as err:  # it is going away: the next instance's first cycle catches up
+            log.warning("cannot wake the fleet worker (pid %d): %s", self.settings.fleet_pid, err)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -118,7 +150,9 @@ class Fleet:
             try:
                 self.discover()
                 self.cycle()
-            except Exception:  # the worker must survive a database outage or a bug in one cycle
+            except SQLAlchemyError as err:  # the database is down: one line per cycle
+                log.warning("fleet cycle skipped, database unavailable: %s", _first_line(err))
+            except Exception:  # the worker must survive a bug in one cycle
                 log.exception("fleet cycle failed")
 
     # -- discovery ------------------------------------------------------------------------
@@ -144,7 +178,11 @@ class Fleet:
         with self._cycle_lock:
             head = store.head(self.db)
             targets = self._map(lambda p: self._probe(p, head), planes.list_planes(self.db))
-            todo = [t for t in targets if t is not None and (force or t.needs_push)]
+            todo = [
+                t
+                for t in targets
+                if t is not None and (force or (t.needs_push and not self._waiting(t, head)))
+            ]
             if todo:
                 self._push(head, todo)
             self._drop_stale_clients()
@@ -158,11 +196,17 @@ class Fleet:
             states = {
                 m.name: client.model_states(m.name) for m in head.config.model_config_list.config
             }
-        except (PlaneUnreachable, PlaneRejected) as err:
+        except PlaneUnreachable as err:
+            log.info("data plane %s: %s", plane.address, err)
+            planes.record_unreachable(self.db, plane.id, err.public)
+            return None
+        except PlaneRejected as err:
             planes.record_unreachable(self.db, plane.id, str(err))
             return None
         restarted = bool(
-            info and plane.incarnation_id and info.incarnation_id != plane.incarnation_id
+            info
+            and plane.incarnation_id
+            and planes.clip_incarnation(info.incarnation_id) != plane.incarnation_id
         )
         serving_head = _serving_head(head, info.config_fingerprint if info else None, states)
         observation = planes.Observation(
@@ -190,6 +234,24 @@ class Fleet:
         prepared = self._map(lambda c: self._prepare(c, head), [c for c in claims if c])
         self._map(lambda c: self._finish(c, head), [c for c in prepared if c])
 
+    def _waiting(self, target: Target, head: store.Head) -> bool:
+        """True while the head is in backoff on this plane after failing there."""
+        backoff = self._backoff.get(target.plane.id)
+        return (
+            backoff is not None
+            and backoff.revision == head.number
+            and time.monotonic() < backoff.until
+        )
+
+    def _failed(self, plane_id: int, revision: int) -> None:
+        """Count one more failure of `revision` on the plane and set when it is tried again."""
+        last = self._backoff.get(plane_id)
+        failures = last.failures + 1 if last and last.revision == revision else 1
+        delay = min(
+            self.settings.retry_backoff_s * 2 ** (failures - 1), self.settings.retry_backoff_max_s
+        )
+        self._backoff[plane_id] = Backoff(revision, failures, time.monotonic() + delay)
+
     def _claim(self, target: Target, head: store.Head) -> Claim | None:
         owner = uuid.uuid4().hex
         ok = planes.acquire_lease(
@@ -211,6 +273,7 @@ class Fleet:
     def _finish(self, claim: Claim, head: store.Head) -> None:
         if self._send(claim, head.number, "final", head.config):
             planes.record_applied(self.db, claim.plane_id, claim.owner, head.number)
+            self._backoff.pop(claim.plane_id, None)
 
     # -- talking to one plane -------------------------------------------------------------
 
@@ -226,17 +289,25 @@ class Fleet:
             except LeaseLost:
                 return False
             except PlaneUnreachable as err:
-                error, state = str(err), "unreachable"
+                log.info("push to %s: %s", claim.target.plane.address, err)
+                error, state = err.public, "unreachable"
                 time.sleep(self.settings.push_backoff_s * 2 ** (attempt - 1))
                 continue
             except PlaneRejected as err:
                 error, state = str(err), "error"
                 break
-            planes.record_step(self.db, claim.plane_id, revision, step, None, attempts)
+            self._record_step(claim, revision, step, None, attempts)
             return True
-        planes.record_step(self.db, claim.plane_id, revision, step, error, attempts)
+        self._record_step(claim, revision, step, error, attempts)
         planes.record_failure(self.db, claim.plane_id, claim.owner, state, f"{step}: {error}")
+        self._failed(claim.plane_id, revision)
         return False
+
+    def _record_step(
+        self, claim: Claim, revision: int, step: str, error: str | None, attempts: int
+    ) -> None:
+        keep = self.settings.push_history_keep
+        planes.record_step(self.db, claim.plane_id, revision, step, error, attempts, keep)
 
     def _await_labels(self, claim: Claim, head: store.Head) -> bool:
         """Wait until every version a label names is AVAILABLE on this plane."""
@@ -250,13 +321,16 @@ class Fleet:
                 missing = _missing_versions(client, wanted)
             except LeaseLost:
                 return False
-            except (PlaneUnreachable, PlaneRejected) as err:
+            except PlaneUnreachable as err:
+                missing = [err.public]
+            except PlaneRejected as err:
                 missing = [str(err)]
             if not missing:
                 return True
             time.sleep(0.25)
         error = f"labelled versions not AVAILABLE after {self.settings.label_wait_s:g}s: {missing}"
         planes.record_failure(self.db, claim.plane_id, claim.owner, "error", error)
+        self._failed(claim.plane_id, head.number)
         return False
 
     def _renew(self, claim: Claim) -> None:
@@ -272,7 +346,7 @@ class Fleet:
         with self._clients_lock:
             client = self._clients.get(address)
             if client is None:
-                client = PlaneClient(address, self.settings.rpc_deadline_s)
+                client = PlaneClient(address, self.settings.rpc_deadline_s, self._credentials)
                 self._clients[address] = client
             return client
 
@@ -283,9 +357,38 @@ class Fleet:
                 if address not in known:
                     self._clients.pop(address).close()
 
-    def _map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """Run `fn` over `items` concurrently (one slow plane must not delay the others)."""
-        return list(self._pool.map(fn, list(items)))
+    def _map(self, fn: Callable[[T], R | None], items: Iterable[T]) -> list[R | None]:
+        """Run `fn` over `items` (planes, targets or claims) concurrently: one slow plane must
+        not delay the others, and one that raises must not stop them (it gets None)."""
+        return list(self._pool.map(lambda item: self._isolated(fn, item), list(items)))
+
+    def _isolated(self, fn: Callable[[T], R | None], item: T) -> R | None:
+        try:
+            return fn(item)
+        except Exception as err:  # anything: the other planes must go on
+            plane = _plane_of(item)
+            owner = item.owner if isinstance(item, Claim) else None
+            log.exception("data plane %s: unexpected error", plane.address)
+            try:
+                error = f"internal error: {type(err).__name__} (see the log)"
+                planes.record_internal_error(self.db, plane.id, error, owner)
+            except Exception:  # the database itself may be what failed
+                log.exception("data plane %s: cannot record the error", plane.address)
+            return None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _plane_of(item: object) -> planes.PlaneView:
+    """The plane a unit of work is about (a PlaneView, Target or Claim)."""
+    if isinstance(item, Claim):
+        return item.target.plane
+    if isinstance(item, Target):
+        return item.plane
+    assert isinstance(item, planes.PlaneView)
+    return item
 
 
 def _serving_head(

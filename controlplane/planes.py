@@ -21,7 +21,16 @@ from .models import AuditEntry, DataPlane, PushResult, utcnow
 from .revisions import ValidationError
 from .store import Conflict, detached, existing, iso
 
-ADDRESS_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+# gRPC targets a token holder may register: host:port, or dns:///host:port (gRPC's DNS
+# resolver, which follows every A record). No unix: or other schemes: a control plane must not
+# be made to dial its own host's sockets.
+ADDRESS_RE = re.compile(r"^(?:dns:///)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+ADDRESS_MAX_CHARS = DataPlane.__table__.c.address.type.length
+INCARNATION_MAX_CHARS = DataPlane.__table__.c.incarnation_id.type.length
+# Text columns have no size in the schema; what a plane says is cut here so that one plane
+# cannot fill the database (or the page that shows it).
+ERROR_MAX_CHARS = 2000
+VERSIONS_MAX_PER_MODEL = 100
 REPORTED_ERRORS = ("error", "unreachable")
 
 
@@ -61,11 +70,36 @@ class PlaneView:
 
 def validate_address(address: Any) -> str:
     if not isinstance(address, str) or not ADDRESS_RE.match(address.strip()):
-        raise ValidationError("address", "must be host:port")
+        raise ValidationError("address", "must be host:port or dns:///host:port")
     address = address.strip()
+    if len(address) > ADDRESS_MAX_CHARS:
+        raise ValidationError("address", f"must be at most {ADDRESS_MAX_CHARS} characters")
     if not 1 <= int(address.rsplit(":", 1)[1]) <= 65535:
         raise ValidationError("address", "port must be between 1 and 65535")
     return address
+
+
+def clip(text: str, limit: int = ERROR_MAX_CHARS) -> str:
+    """`text` as a column can hold it: NUL characters dropped (PostgreSQL refuses them in
+    text), cut to `limit` characters."""
+    text = text.replace("\x00", "")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clip_incarnation(incarnation_id: str) -> str:
+    """The incarnation id as stored, so that a probe compares like with like."""
+    return clip(incarnation_id, INCARNATION_MAX_CHARS)
+
+
+def clip_states(states: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """At most VERSIONS_MAX_PER_MODEL versions per model (the newest), states clipped."""
+    return {
+        name: {
+            v: clip(s, 32)
+            for v, s in sorted(vs.items(), key=lambda kv: -int(kv[0]))[:VERSIONS_MAX_PER_MODEL]
+        }
+        for name, vs in states.items()
+    }
 
 
 def _view(row: DataPlane) -> PlaneView:
@@ -155,9 +189,9 @@ def record_observation(db: Database, plane_id: int, head: int, obs: Observation)
         if row is None:
             return
         row.last_seen = utcnow()
-        row.model_states = obs.model_states
+        row.model_states = clip_states(obs.model_states)
         if obs.incarnation_id:
-            row.incarnation_id = obs.incarnation_id
+            row.incarnation_id = clip_incarnation(obs.incarnation_id)
         if head < row.pushed_revision:
             return  # judged against a head older than one already sent: says nothing now
         if obs.serving_head:
@@ -174,13 +208,38 @@ def record_unreachable(db: Database, plane_id: int, error: str) -> None:
         session.execute(
             update(DataPlane)
             .where(DataPlane.id == plane_id)
-            .values(state="unreachable", last_error=error)
+            .values(state="unreachable", last_error=clip(error))
         )
 
 
+def record_internal_error(db: Database, plane_id: int, error: str, owner: str | None) -> None:
+    """A bug or database error while working on this plane: shown on it, and the lease let go
+    if `owner` holds it, so that the next cycle (or another instance) can try again."""
+    with db.transaction() as session:
+        session.execute(
+            update(DataPlane)
+            .where(DataPlane.id == plane_id)
+            .values(state="error", last_error=clip(error))
+        )
+        if owner is not None:
+            session.execute(
+                update(DataPlane)
+                .where(DataPlane.id == plane_id, DataPlane.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+
 def record_step(
-    db: Database, plane_id: int, revision: int, step: str, error: str | None, attempts: int
+    db: Database,
+    plane_id: int,
+    revision: int,
+    step: str,
+    error: str | None,
+    attempts: int,
+    keep: int,
 ) -> None:
+    """Append one push result and delete all but the plane's newest `keep` (a config a plane
+    refuses adds a row every cycle: unpruned, the table grows for ever)."""
     with db.transaction() as session:
         session.add(
             PushResult(
@@ -188,10 +247,24 @@ def record_step(
                 revision=revision,
                 step=step,
                 ok=error is None,
-                error=error,
+                error=None if error is None else clip(error),
                 attempts=attempts,
             )
         )
+        session.flush()
+        oldest_kept = session.scalar(
+            select(PushResult.id)
+            .where(PushResult.dataplane_id == plane_id)
+            .order_by(PushResult.id.desc())
+            .offset(max(keep, 1) - 1)
+            .limit(1)
+        )
+        if oldest_kept is not None:
+            session.execute(
+                delete(PushResult).where(
+                    PushResult.dataplane_id == plane_id, PushResult.id < oldest_kept
+                )
+            )
 
 
 def record_applied(db: Database, plane_id: int, owner: str, revision: int) -> bool:
@@ -217,7 +290,7 @@ def record_failure(db: Database, plane_id: int, owner: str, state: str, error: s
         session.execute(
             update(DataPlane)
             .where(DataPlane.id == plane_id, DataPlane.lease_owner == owner)
-            .values(state=state, last_error=error, lease_owner=None, lease_until=None)
+            .values(state=state, last_error=clip(error), lease_owner=None, lease_until=None)
         )
 
 

@@ -79,6 +79,16 @@ class StackOptions:
         return self.var_dir / "monitoring.config"
 
     @property
+    def secret_key_path(self) -> Path:
+        """Signs the web UI's sessions; kept so that a restart does not sign everyone out."""
+        return self.var_dir / "secret_key"
+
+    @property
+    def dataplane_token_path(self) -> Path:
+        """The data plane's admin token (--admin_token_file), which the control plane sends."""
+        return self.var_dir / "dataplane_token"
+
+    @property
     def controlplane_url(self) -> str:
         return f"http://{HOST}:{self.controlplane_port}"
 
@@ -158,11 +168,30 @@ def run_python(argv: Sequence[str], env: Mapping[str, str], stdin: str = "") -> 
 
 
 def controlplane_env(options: StackOptions) -> dict[str, str]:
-    """The environment every control-plane command of this stack shares."""
+    """The environment every control-plane command of this stack shares: development mode
+    (a laptop), but with its own session key and the data plane's admin token all the same."""
     return {
         "DATABASE_URL": options.database_url,
         "MODELPLANE_DATAPLANES": f"{HOST}:{options.grpc_port}",
+        "MODELPLANE_DEV_MODE": "1",
+        "MODELPLANE_SECRET_KEY": private_secret(options.secret_key_path),
+        "MODELPLANE_DATAPLANE_TOKEN_FILE": private_file(options.dataplane_token_path),
     }
+
+
+def private_secret(path: Path) -> str:
+    """The random secret kept in `path` (mode 600), made on first use."""
+    return Path(private_file(path)).read_text().strip()
+
+
+def private_file(path: Path) -> str:
+    """`path`, holding a random secret (mode 600 from the first byte) unless it already does."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return str(path)
 
 
 def controlplane_cli(options: StackOptions, *args: str, stdin: str = "") -> str:
@@ -413,6 +442,7 @@ def start_stack(options: StackOptions, supervisor: Supervisor) -> Credentials:
         f"--port={options.grpc_port}",
         f"--rest_api_port={options.rest_port}",
         f"--monitoring_config_file={options.monitoring_config_path}",
+        f"--admin_token_file={options.dataplane_token_path}",
     ]
     supervisor.start("dataplane", ["-m", "dataplane", *dataplane_flags], {})
     serve = ["serve", "--host", HOST, "--port", str(options.controlplane_port)]

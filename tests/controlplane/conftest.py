@@ -49,6 +49,8 @@ def settings(database_url: str) -> Settings:
         push_attempts=2,
         push_backoff_s=0.05,
         label_wait_s=10.0,
+        retry_backoff_s=0.5,
+        retry_backoff_max_s=2.0,
         secret_key="test",
     )
 

@@ -53,7 +53,9 @@ def _as_postgres_user() -> dict[str, str]:
 
 
 @contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
+def running_postgres(port: int | None = None) -> Iterator[PostgresServer]:
+    """A server on `port` (default: a free one); a given port lets a test start its app while
+    nothing listens there yet."""
     bindir = _postgres_bin()
     datadir = Path(tempfile.mkdtemp(prefix="cp-pg-"))
     if os.geteuid() == 0:
@@ -62,7 +64,7 @@ def running_postgres() -> Iterator[PostgresServer]:
     data = str(datadir / "data")
     initdb = [str(bindir / "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"]
     subprocess.run(initdb, check=True, capture_output=True, **_as_postgres_user())
-    port = free_port()
+    port = port or free_port()
     settings = {
         "listen_addresses": "127.0.0.1",
         "fsync": "off",

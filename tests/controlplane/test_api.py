@@ -209,10 +209,15 @@ def test_dataplanes_register_list_get_delete(api):
     assert plane["models"] == {}
     duplicate = api("post", "/dataplanes", json={"address": "127.0.0.1:8500"})
     assert duplicate.status_code == 409
-    for bad in ({}, {"address": "nohost"}, {"address": "h:0"}, {"address": "h:99999"}):
+    bad_addresses = ["nohost", "h:0", "h:99999", "unix:/var/run/docker.sock", "ipv4:10.0.0.1:1"]
+    for bad in [{}, *({"address": a} for a in bad_addresses)]:
         response = api("post", "/dataplanes", json=bad)
         assert response.status_code == 400
         assert response.get_json()["field"] == "address"
+        assert "host:port" in response.get_json()["error"] or "port" in response.get_json()["error"]
+    by_dns = api("post", "/dataplanes", json={"address": "dns:///dataplane:8500"})
+    assert (by_dns.status_code, by_dns.get_json()["address"]) == (201, "dns:///dataplane:8500")
+    assert api("delete", f"/dataplanes/{by_dns.get_json()['id']}").status_code == 204
     listed = api("get", "/dataplanes").get_json()["dataplanes"]
     assert [p["id"] for p in listed] == [plane["id"]]
     detail = api("get", f"/dataplanes/{plane['id']}").get_json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -109,7 +111,8 @@ def test_unreachable_plane_is_reported_while_the_other_syncs(db, fleet, fakes):
     assert state(db, good.address)["state"] == "in_sync"
     down = state(db, dead)
     assert down["state"] == "unreachable"
-    assert down["last_error"].startswith("UNAVAILABLE")
+    # Only the status code: gRPC's detail (address, socket error) stays in the log.
+    assert down["last_error"] == "no answer (UNAVAILABLE)"
     assert down["applied_revision"] is None
 
 
@@ -122,9 +125,11 @@ def test_a_refused_config_is_an_error_and_not_retried(db, fleet, fakes):
     assert reported["last_error"] == "final: reload refused (code 3): bad config"
     plane_id = reported["id"]
     assert [(r["ok"], r["attempts"]) for r in planes.push_history(db, plane_id)] == [(False, 1)]
-    fleet.cycle()  # a probe does not clear the error, only a successful push does
-    assert state(db, fake.address)["state"] == "error"
     fake.reject = ""
+    fleet.cycle()  # backing off: a probe does not clear the error, and nothing is re-sent yet
+    assert state(db, fake.address)["state"] == "error"
+    assert len(fake.reloads) == 1
+    time.sleep(fleet.settings.retry_backoff_s)
     fleet.cycle()
     assert state(db, fake.address)["state"] == "in_sync"
 
@@ -212,3 +217,110 @@ def test_push_endpoint_pushes_now_and_reports_states(db, api, fakes):
     again = api("post", "/push").get_json()  # forced: pushed again although in sync
     assert again["dataplanes"][0]["state"] == "in_sync"
     assert len(fake.reloads) == 2
+
+
+# -- one plane cannot stop the others ---------------------------------------------------------
+
+
+def test_a_plane_reporting_garbage_is_clipped_and_the_others_stay_in_sync(db, fleet, fakes):
+    good = [start_fake(fakes, db), start_fake(fakes, db)]
+    garbage = start_fake(
+        fakes,
+        db,
+        incarnation_text="\x00incarnation" * 10_000,
+        extra_versions=500,
+        reject="refused\x00" * 100_000,
+    )
+    store.create_model(db, rv.parse_model_config({**MODEL, "version_labels": {}}), "t")
+    fleet.cycle()
+    assert [state(db, f.address)["state"] for f in good] == ["in_sync", "in_sync"]
+    reported = state(db, garbage.address)
+    assert reported["state"] == "error"
+    assert reported["last_error"].startswith("final: reload refused (code 3): refusedrefused")
+    assert len(reported["last_error"]) == planes.ERROR_MAX_CHARS
+    assert reported["incarnation_id"] == planes.clip_incarnation("incarnation" * 12)
+    assert len(reported["incarnation_id"]) == planes.INCARNATION_MAX_CHARS
+    assert len(reported["models"]["m"]) == planes.VERSIONS_MAX_PER_MODEL
+    assert "1499" in reported["models"]["m"]  # the newest versions are the ones kept
+    history = planes.push_history(db, reported["id"])
+    assert [len(h["error"]) for h in history] == [planes.ERROR_MAX_CHARS]
+
+
+class FaultyFleet(Fleet):
+    """Injects an unexpected exception into one step of the work on one plane."""
+
+    def __init__(self, db: Database, settings: Settings, address: str, step: str) -> None:
+        super().__init__(db, settings)
+        self.faulty_address, self.faulty_step = address, step
+
+    def _fault(self, address: str, step: str) -> None:
+        if (address, step) == (self.faulty_address, self.faulty_step):
+            raise RuntimeError("injected fault")
+
+    def _probe(self, plane, head):
+        self._fault(plane.address, "probe")
+        return super()._probe(plane, head)
+
+    def _finish(self, claim, head):
+        self._fault(claim.target.plane.address, "finish")
+        return super()._finish(claim, head)
+
+
+@pytest.mark.parametrize("step", ["probe", "finish"])
+def test_an_unexpected_error_on_one_plane_is_recorded_there_and_the_others_go_on(
+    db, settings, fakes, step, caplog
+):
+    good = [start_fake(fakes, db), start_fake(fakes, db)]
+    bad = start_fake(fakes, db)
+    store.create_model(db, rv.parse_model_config(MODEL), "t")
+    engine = FaultyFleet(db, settings, bad.address, step)
+    try:
+        assert engine.cycle() == 1
+    finally:
+        engine.stop()
+    assert [state(db, f.address)["state"] for f in good] == ["in_sync", "in_sync"]
+    reported = state(db, bad.address)
+    assert (reported["state"], reported["last_error"]) == (
+        "error",
+        "internal error: RuntimeError (see the log)",
+    )
+    assert f"data plane {bad.address}: unexpected error" in caplog.text
+    fixed = Fleet(db, settings)  # the lease was let go: the next cycle takes the plane
+    try:
+        fixed.cycle()
+    finally:
+        fixed.stop()
+    assert state(db, bad.address)["state"] == "in_sync"
+
+
+def test_a_failing_revision_is_retried_with_bounded_exponential_backoff(db, settings, fakes):
+    fake = start_fake(fakes, db, reject="bad config")
+    store.create_model(db, rv.parse_model_config({**MODEL, "version_labels": {}}), "t")
+    engine = Fleet(db, replace(settings, retry_backoff_s=0.3, retry_backoff_max_s=0.6))
+    try:
+        end = time.monotonic() + 4.0
+        cycles = 0
+        while time.monotonic() < end:
+            engine.cycle()
+            cycles += 1
+            time.sleep(0.05)
+    finally:
+        engine.stop()
+    at = [r.at for r in fake.reloads]
+    gaps = [b - a for a, b in itertools.pairwise(at)]
+    assert 3 <= len(at) < cycles
+    assert gaps[0] >= 0.3
+    assert all(gap >= 0.6 for gap in gaps[1:])  # doubled once, then capped (not 1.2, 2.4...)
+    assert all(gap < 2.4 for gap in gaps)
+
+
+def test_a_reload_that_outlasts_the_deadline_shows_the_planes_load_error(db, fleet, fakes):
+    why = "Could not find SavedModel .pb or .pbtxt at /models/m/1"
+    fake = start_fake(fakes, db, reload_delay_s=fleet.settings.rpc_deadline_s + 1, load_error=why)
+    store.create_model(db, rv.parse_model_config({**MODEL, "version_labels": {}}), "t")
+    fleet.cycle()
+    reported = state(db, fake.address)
+    deadline = f"{fleet.settings.rpc_deadline_s:g}s"
+    assert reported["state"] == "error"  # it answered: not "unreachable"
+    assert reported["last_error"] == f"final: reload did not answer within {deadline}; m/1: {why}"
+    assert len(fake.reloads) == 1  # the slow reload was not queued again

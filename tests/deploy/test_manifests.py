@@ -523,3 +523,73 @@ def test_compose_bind_mounts_and_dependencies_exist() -> None:
             else:
                 assert source in compose()["volumes"], f"{name}: {source}"
         assert set(svc.get("depends_on", [])) <= set(services()), name
+
+
+# -- secrets: required, and one data-plane token shared by both sides -------------------------
+
+
+def test_compose_requires_every_secret_and_ships_no_default():
+    text = (REPO / "compose.yaml").read_text()
+    for name in ("POSTGRES_PASSWORD", "MODELPLANE_SECRET_KEY"):
+        assert f"${{{name}:-" not in text and f"${{{name}}}" not in text, name
+        assert f"${{{name}:?" in text, name
+    env = services()["controlplane"]["environment"]
+    assert env["MODELPLANE_SECRET_KEY"].startswith("${MODELPLANE_SECRET_KEY:?")
+    assert "${POSTGRES_PASSWORD:?" in env["DATABASE_URL"]
+    assert services()["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith(
+        "${POSTGRES_PASSWORD:?"
+    )
+    assert compose()["secrets"] == {
+        "dataplane_token": {"environment": "MODELPLANE_DATAPLANE_TOKEN"}
+    }
+
+
+def test_compose_dataplanes_require_the_token_the_controlplane_sends():
+    token_file = "/run/secrets/dataplane_token"
+    control = services()["controlplane"]
+    assert control["environment"]["MODELPLANE_DATAPLANE_TOKEN_FILE"] == token_file
+    assert control["secrets"] == ["dataplane_token"]
+    for process in running("dataplane", "compose"):
+        assert f"--admin_token_file={token_file}" in process.argv, process.where
+        assert process.spec["secrets"] == ["dataplane_token"], process.where
+
+
+def secret_file(workload: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file `path` as `container` sees it through a secret volume."""
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        for item in secret["items"]:
+            if f"{mount['mountPath']}/{item['path']}" == path:
+                return secret["secretName"], item["key"]
+    raise AssertionError(f"{container['name']}: nothing mounts {path}")
+
+
+def test_kubernetes_dataplanes_require_the_token_the_controlplane_sends():
+    control = k8s("Deployment", "controlplane")
+    [container] = control["spec"]["template"]["spec"]["containers"]
+    path = k8s_container_env(container)["MODELPLANE_DATAPLANE_TOKEN_FILE"]
+    sent = secret_file(control, container, path)
+    data = k8s("Deployment", "dataplane")
+    [plane] = data["spec"]["template"]["spec"]["containers"]
+    [flag] = [a for a in plane["args"] if a.startswith("--admin_token_file=")]
+    assert (
+        secret_file(data, plane, flag.split("=", 1)[1])
+        == sent
+        == ("modelplane-secrets", "DATAPLANE_TOKEN")
+    )
+
+
+def test_kubernetes_placeholder_secrets_keep_the_controlplane_from_starting():
+    from controlplane import startup_checks
+
+    container = running("controlplane", "Deployment/controlplane controlplane")[0].spec
+    settings = Settings.from_env(k8s_container_env(container))
+    with pytest.raises(startup_checks.UnsafeSettings) as refused:
+        startup_checks.checked(settings)
+    assert "MODELPLANE_SECRET_KEY is a placeholder" in str(refused.value)
+    assert "DATABASE_URL uses a placeholder password" in str(refused.value)
+    token = k8s("Secret", "modelplane-secrets")["stringData"]["DATAPLANE_TOKEN"]
+    assert startup_checks.dataplane_token_problem(token) is not None

@@ -263,3 +263,21 @@ def test_run_stack_serves_the_printed_curl_stops_cleanly_and_restarts_as_it_was(
     revisions = api_get(opts, token, "revisions")["revisions"]
     assert [r["revision"] for r in revisions] == [2, 1]  # one per example model
     stop_and_check(second, opts, signal.SIGTERM)
+
+
+def test_the_stack_makes_its_own_secrets_once_and_keeps_them_private(tmp_path: Path) -> None:
+    from controlplane.config import Settings
+    from controlplane.credentials import PlaneCredentials
+    from controlplane.startup_checks import checked, dataplane_token_problem, secret_key_problem
+
+    opts = options(MODELPLANE_VAR_DIR=str(tmp_path))
+    env = run_stack.controlplane_env(opts)
+    assert env["MODELPLANE_DEV_MODE"] == "1"
+    assert run_stack.controlplane_env(opts) == env  # made once, then reused
+    for path in (opts.secret_key_path, opts.dataplane_token_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    settings = Settings.from_env(env)
+    assert secret_key_problem(settings.secret_key) is None
+    assert checked(settings).secret_key == settings.secret_key  # not a made-up one
+    token = PlaneCredentials.load(settings.dataplane_auth).token
+    assert len(bytes.fromhex(token)) == 32 and dataplane_token_problem(token) is None

@@ -4,6 +4,7 @@ database (SQLite file or a throwaway PostgreSQL), driving real data-plane proces
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.controlplane.postgres import PostgresServer, running_postgres
-from tests.support.processes import REPO_ROOT, ServerProcess, free_port
+from tests.support.processes import REPO_ROOT, ServerProcess, quiet_port
 
 
 @pytest.fixture(scope="session")
@@ -22,15 +23,18 @@ def e2e_postgres() -> Iterator[PostgresServer]:
 
 
 class ControlPlaneProcess(ServerProcess):
-    """`python -m controlplane serve` on a free port, after `db upgrade` and `create-token`."""
+    """`python -m controlplane serve` on a free port, after `db upgrade` and `create-token`:
+    gunicorn (two workers) and the fleet worker, with a real session key (no dev mode)."""
 
     def __init__(self, database_url: str, dataplanes: list[str], log_dir: Path) -> None:
-        self.port = free_port()
+        self.port = quiet_port()  # restarted on the same port (test_control_plane_restart...)
         self.database_url = database_url
         env = {
             "DATABASE_URL": database_url,
             "MODELPLANE_DATAPLANES": ",".join(dataplanes),
             "MODELPLANE_LABEL_WAIT_S": "60",
+            "MODELPLANE_SECRET_KEY": secrets.token_hex(32),
+            "MODELPLANE_HTTP_WORKERS": "2",
         }
         argv = [sys.executable, "-m", "controlplane", "serve", "--host", "127.0.0.1"]
         super().__init__(

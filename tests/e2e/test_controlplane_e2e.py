@@ -259,7 +259,9 @@ def test_control_plane_restart_keeps_all_state(fleet: Fleet):
     models = fleet.ok("get", "/models")
     revisions = fleet.ok("get", "/revisions")
     planes = {a: (s["id"], s["applied_revision"]) for a, s in fleet.states().items()}
+    assert fleet.control.stop(timeout=60) == 0  # SIGTERM: gunicorn drains, the fleet stops
     fleet.control.restart()
+    assert fleet.api("get", "/models").headers["Server"] == "gunicorn"
     assert fleet.ok("get", "/models") == models
     assert fleet.ok("get", "/revisions") == revisions
     assert {a: (s["id"], s["applied_revision"]) for a, s in fleet.states().items()} == planes

@@ -8,6 +8,7 @@ that module-scoped fixtures can share one data plane; the ``start_dataplane`` fi
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,6 +39,16 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def quiet_port() -> int:
+    """A free port below Linux's ephemeral range (32768+), for a server that must bind the same
+    port again after a restart: on a machine busy with many connections an outgoing one can take
+    an ephemeral port in the seconds a restarting server spends importing TensorFlow."""
+    while True:
+        port = random.randint(20000, 32000)
+        if not port_open(port):
+            return port
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

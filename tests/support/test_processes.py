@@ -15,6 +15,7 @@ from tests.support.processes import (
     ServerProcess,
     free_port,
     port_open,
+    quiet_port,
     start_dataplane,
 )
 
@@ -94,3 +95,9 @@ def test_fixture_factory_tracks_processes(
     second = start_dataplane(command=fake_command)
     assert first.running and second.running
     assert {first.grpc_port, first.rest_port}.isdisjoint({second.grpc_port, second.rest_port})
+
+
+def test_quiet_port_is_free_and_below_the_ephemeral_range() -> None:
+    port = quiet_port()
+    assert 20000 <= port <= 32000
+    assert not port_open(port)

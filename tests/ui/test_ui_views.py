@@ -405,7 +405,7 @@ def test_fragment_shows_one_models_version_states(signed_in: FlaskClient, db: Da
 def test_a_bad_address_shows_beside_the_field(signed_in: FlaskClient, db: Database):
     response = post_form(signed_in, "/dataplanes", {"address": "no-port"})
     assert response.status_code == 400
-    assert field_error(html(response), "address") == "must be host:port"
+    assert field_error(html(response), "address") == "must be host:port or dns:///host:port"
     assert 'value="no-port"' in html(response)
     post_form(signed_in, "/dataplanes", {"address": "h:1"})
     duplicate = post_form(signed_in, "/dataplanes", {"address": "h:1"})

@@ -1,0 +1,169 @@
+"""The processes of one control-plane instance: gunicorn for HTTP, one fleet worker beside it.
+
+`serve` = this process runs the fleet worker (fleet.py) and starts gunicorn (`http`) as its
+child; gunicorn's master forks the HTTP workers. Why not the fleet inside a worker or the
+master: workers are equals that gunicorn kills and replaces at will (an elected one would
+need an election), and the master forks repeatedly, which a process holding gRPC channels
+and threads must not do. One supervisor process keeps "one fleet worker per instance" true by
+construction, the HTTP workers wake it with SIGUSR1 after a change (fleet.Fleet.notify), and
+two instances stay safe through the push leases as before. Figures and operations:
+docs/operations.md.
+
+The app is built once in the gunicorn master before it forks the workers (`preload_app`): the
+port opens only when the app can answer, and a worker boots in milliseconds instead of importing
+TensorFlow's protos for seconds, which on a loaded machine outlasted gunicorn's watchdog and got
+booting workers killed. Nothing in the app talks to the database or a data plane before a
+request, so nothing is shared across the fork but code (the engine's empty pool is reset in
+each worker all the same).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from .config import HttpOptions, Settings
+
+log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+
+
+class HttpServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn with gthread workers, configured from `HttpOptions` instead of its own CLI."""
+
+    def __init__(self, settings: Settings, host: str, port: int) -> None:
+        self.settings = replace(settings, run_fleet=False)
+        self.options = gunicorn_options(settings.http, host, port)
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        """Called once in the master (preload_app); workers open their own connections."""
+        from .app import create_app  # TensorFlow Serving's protos: only the HTTP side needs them
+
+        return create_app(self.settings)
+
+
+def gunicorn_options(http: HttpOptions, host: str, port: int) -> dict[str, Any]:
+    """gunicorn settings: bounded threads per worker; SIGTERM drains for graceful_timeout."""
+    options: dict[str, Any] = {
+        "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
+        "worker_class": "gthread",
+        "workers": http.workers,
+        "threads": http.threads,
+        "timeout": http.timeout_s,
+        "graceful_timeout": http.graceful_timeout_s,
+        "keepalive": http.keepalive_s,
+        "forwarded_allow_ips": http.forwarded_allow_ips,
+        "errorlog": "-",
+        "preload_app": True,
+        "post_fork": _fresh_pool,
+        "control_socket_disable": True,
+        "proc_name": "modelplane-controlplane",
+    }
+    if http.cert_file or http.key_file:
+        options.update(certfile=http.cert_file, keyfile=http.key_file)
+    return options
+
+
+def _fresh_pool(_server: Any, worker: Any) -> None:
+    """In a new worker: forget any pooled connection inherited from the master (SQLAlchemy's
+    advice for forked processes; there should be none, nothing connects before a request)."""
+    worker.app.wsgi().extensions["modelplane"].db.engine.dispose(close=False)
+
+
+def run_http(settings: Settings, host: str, port: int) -> int:
+    """gunicorn in the foreground until SIGTERM (graceful) or SIGINT; its exit code."""
+    try:
+        HttpServer(settings, host, port).run()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    return 0
+
+
+def run_serve(settings: Settings, http_argv: Sequence[str]) -> int:
+    """Start `http_argv` (the gunicorn child), then run the fleet worker here until either
+    ends: SIGTERM/SIGINT drain the HTTP workers and stop the fleet; if gunicorn dies (a port
+    in use...), the fleet stops too and the exit code is gunicorn's, so that a supervisor sees
+    the failure instead of a half-alive instance."""
+    env = {
+        **os.environ,
+        "MODELPLANE_FLEET_PID": str(os.getpid()),
+        "MODELPLANE_SECRET_KEY": settings.secret_key,  # dev mode's generated key, shared
+    }
+    started: list[Any] = []  # the fleet, once it runs
+    _on_wake(started)  # before any worker exists: SIGUSR1's default action is to terminate
+    http = subprocess.Popen(list(http_argv), env=env, preexec_fn=_die_with_parent)
+    stopping = threading.Event()
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopping.set()
+        if http.poll() is None:
+            http.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    fleet, db = _start_fleet(settings)
+    started.append(fleet)
+    try:
+        code = http.wait()
+    finally:
+        fleet.stop()
+        db.dispose()
+    if not stopping.is_set():
+        log.error("the HTTP server exited with %s; stopping", code)
+        return code or 1
+    return code
+
+
+def run_fleet(settings: Settings) -> int:
+    """Only the fleet worker (for an instance whose HTTP side runs elsewhere)."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _s, _f: stopping.set())
+    signal.signal(signal.SIGINT, lambda _s, _f: stopping.set())
+    started: list[Any] = []
+    _on_wake(started)
+    fleet, db = _start_fleet(settings)
+    started.append(fleet)
+    try:
+        stopping.wait()
+    finally:
+        fleet.stop()
+        db.dispose()
+    return 0
+
+
+def _on_wake(started: list[Any]) -> None:
+    """SIGUSR1 runs a cycle now; one that arrives before the fleet runs is dropped (its first
+    cycle starts right away anyway)."""
+    signal.signal(signal.SIGUSR1, lambda _s, _f: started and started[0].notify())
+
+
+def _start_fleet(settings: Settings) -> tuple[Any, Any]:
+    from .db import Database
+    from .fleet import Fleet  # TensorFlow Serving's protos: after gunicorn is forked off
+
+    db = Database(settings.database_url, settings.pool)
+    fleet = Fleet(db, settings)
+    fleet.start()
+    log.info("fleet worker running in pid %d", os.getpid())
+    return fleet, db
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when `serve` dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
