@@ -10,6 +10,7 @@ scrape (the scraper drops the rest and says so), and planes (only registered one
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections import defaultdict, deque
@@ -169,7 +170,7 @@ def series(
     for plane, history in histories.items():
         by_plane.setdefault(plane, defaultdict(Tally))
         scrapes = list(history.scrapes)
-        for prev, cur in zip(scrapes, scrapes[1:], strict=False):
+        for prev, cur in itertools.pairwise(scrapes):
             index = int((cur.at - start) // step_s)
             if not 0 <= index < steps or cur.at <= prev.at:
                 continue

@@ -12,7 +12,8 @@ INF = math.inf
 
 
 def scrape(at: float, ok: float, not_found: float = 0.0, fast: float = 0.0) -> Scrape:
-    """Model "m": `ok` + `not_found` requests so far, `fast` of them under 1 ms, the rest < 10 ms."""
+    """Model "m": `ok` + `not_found` requests so far, `fast` of them under 1 ms, the rest
+    under 10 ms."""
     total = ok + not_found
     buckets = ((1000.0, fast), (10000.0, total), (INF, total))
     return Scrape(at, {("m", "OK"): ok, ("m", "NOT_FOUND"): not_found}, {"m": buckets})
