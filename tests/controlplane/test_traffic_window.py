@@ -84,7 +84,8 @@ def test_series_filters_one_model():
     window = Window(span_s=60, interval_s=10)
     window.add("a:1", scrape(100, ok=0))
     window.add("a:1", scrape(110, ok=10))
-    assert series(window.snapshot(), 110, 20, 20, model="other")["models"] == []
-    assert series(window.snapshot(), 110, 20, 20, model="other")["planes"][0]["requests_per_s"] == [
-        None
-    ]
+    result = series(window.snapshot(), 110, 20, 20, model="other")
+    assert result["models"] == []
+    assert result["planes"][0]["requests_per_s"] == [0.0]  # scraped, none for that model
+    (model,) = series(window.snapshot(), 110, 20, 20, model="m")["models"]
+    assert model["requests_per_s"] == [pytest.approx(1.0)]
