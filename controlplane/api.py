@@ -253,7 +253,10 @@ def get_traffic() -> Any:
     """Requests/s, p50/p99 latency and errors by code, by model and by plane (`?model=`,
     `?span_s=`), from the scraper's window."""
     model, span_s = traffic.query(request.args)
-    return jsonify(control_plane().traffic.series(model, span_s))
+    try:
+        return jsonify(control_plane().traffic.series(model, span_s))
+    except traffic.PrometheusError as err:
+        return jsonify(error=str(err)), 502
 
 
 @bp.post("/push")

@@ -48,6 +48,7 @@ class TrafficSettings:
     A plane registered as `host:port` (gRPC) serves its metrics on `host:metrics_port` (its
     REST port) at `metrics_path`; `metrics_urls` names the URL of planes that differ.
     `metrics_port` 0 scrapes only those. The window keeps `span_s` of scrapes per plane.
+    With `prometheus_url` the series come from that Prometheus server and nothing is scraped.
     """
 
     metrics_port: int = 8501
@@ -57,6 +58,7 @@ class TrafficSettings:
     span_s: float = 3600.0
     max_models: int = 500
     max_bytes: int = 8 << 20
+    prometheus_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TrafficSettings:
@@ -69,6 +71,7 @@ class TrafficSettings:
             interval_s=float(env.get("MODELPLANE_TRAFFIC_INTERVAL_S", base.interval_s)),
             span_s=float(env.get("MODELPLANE_TRAFFIC_SPAN_S", base.span_s)),
             max_models=int(env.get("MODELPLANE_TRAFFIC_MAX_MODELS", base.max_models)),
+            prometheus_url=env.get("MODELPLANE_PROMETHEUS_URL", "").strip(),
         )
 
 

@@ -26,6 +26,7 @@ from . import planes
 from .config import TrafficSettings
 from .db import Database
 from .revisions import ValidationError
+from .traffic_prometheus import PrometheusError, PrometheusTraffic
 from .traffic_window import Buckets, Scrape, Window, series
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 MAX_WORKERS = 8
 MAX_POINTS = 240  # per series: enough for a chart, small enough to poll
+
+
+__all__ = ["PrometheusError", "ScrapeError", "Traffic", "query"]
 
 
 class ScrapeError(Exception):
@@ -106,7 +110,8 @@ def query(args: Mapping[str, str]) -> tuple[str | None, float | None]:
 
 
 class Traffic:
-    """The scraper and its window; `start` runs it every `interval_s` until `stop`."""
+    """The scraper and its window; `start` runs it every `interval_s` until `stop`. With a
+    Prometheus server configured, `series` asks it instead and nothing is scraped."""
 
     def __init__(
         self, db: Database, settings: TrafficSettings, clock: Callable[[], float] = time.time
@@ -118,9 +123,21 @@ class Traffic:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="traffic")
+        self.prometheus = (
+            PrometheusTraffic(settings.prometheus_url, self._timeout_s, self._addresses, clock)
+            if settings.prometheus_url
+            else None
+        )
+
+    @property
+    def _timeout_s(self) -> float:
+        return max(1.0, min(10.0, self.settings.interval_s / 2))
+
+    def _addresses(self) -> list[str]:
+        return [plane.address for plane in planes.list_planes(self.db)]
 
     def start(self) -> None:
-        if self._thread is None:
+        if self._thread is None and self.prometheus is None:
             self._thread = threading.Thread(target=self._run, name="traffic-scraper", daemon=True)
             self._thread.start()
 
@@ -140,7 +157,7 @@ class Traffic:
 
     def scrape_once(self) -> None:
         """Scrape every registered plane once, in parallel, and forget removed planes."""
-        addresses = [plane.address for plane in planes.list_planes(self.db)]
+        addresses = self._addresses()
         self.window.retain(addresses)
         list(self._pool.map(self._scrape, addresses))
 
@@ -150,9 +167,8 @@ class Traffic:
         if url is None:
             self.window.fail(address, "no metrics URL (set MODELPLANE_METRICS_PORT)", at)
             return
-        timeout = max(1.0, min(10.0, self.settings.interval_s / 2))
         try:
-            text = fetch(url, timeout, self.settings.max_bytes)
+            text = fetch(url, self._timeout_s, self.settings.max_bytes)
             scrape = parse(text, at, self.settings.max_models)
         except ScrapeError as err:
             self.window.fail(address, str(err), at)
@@ -162,9 +178,12 @@ class Traffic:
         self.window.add(address, scrape)
 
     def series(self, model: str | None = None, span_s: float | None = None) -> dict[str, Any]:
-        """Chart series for the last `span_s` (at most the window's), optionally one model."""
+        """Chart series for the last `span_s` (at most the window's), optionally one model;
+        raises PrometheusError when the configured Prometheus does not answer."""
         span = min(span_s or self.settings.span_s, self.settings.span_s)
         # two scrapes per step at least, so timer jitter never leaves a step empty
         steps = max(2, math.ceil(span / self.settings.interval_s / MAX_POINTS))
         step = self.settings.interval_s * steps
+        if self.prometheus is not None:
+            return self.prometheus.series(model, span, step)
         return series(self.window.snapshot(), self._clock(), span, step, model)

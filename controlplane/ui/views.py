@@ -235,7 +235,10 @@ def traffic_data() -> Response | tuple[Response, int]:
         model, span_s = traffic.query(request.args)
     except ValidationError as err:
         return jsonify(error=str(err), field=err.field), 400
-    return jsonify(control_plane().traffic.series(model, span_s))
+    try:
+        return jsonify(control_plane().traffic.series(model, span_s))
+    except traffic.PrometheusError as err:
+        return jsonify(error=str(err)), 502
 
 
 # -- models -----------------------------------------------------------------------------------

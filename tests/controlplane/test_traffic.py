@@ -6,30 +6,24 @@ import dataclasses
 import time
 from collections.abc import Iterator
 
-import grpc
 import pytest
-import requests
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from controlplane import planes
 from controlplane.config import Settings, TrafficSettings
 from controlplane.db import Database
-from controlplane.traffic import ScrapeError, Traffic, fetch, metrics_url, parse
-from tests.support.processes import REPO_ROOT, DataPlaneProcess, start_dataplane
+from controlplane.traffic import ScrapeError, Traffic, fetch, parse
+from controlplane.traffic import metrics_url as plane_metrics_url
+from tests.support.processes import DataPlaneProcess
+from tests.support.traffic import metrics_url, send_traffic, start_monitored_plane
 
-MONITORING = REPO_ROOT / "deploy" / "dataplane" / "monitoring.config"
-METRICS_PATH = "/monitoring/prometheus/metrics"
 OK_REQUESTS = 40
 MISSING_REQUESTS = 6
 
 
 @pytest.fixture(scope="module")
 def plane(saved_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlaneProcess]:
-    process = start_dataplane(
-        "--model_name=half",
-        f"--model_base_path={saved_models.half_plus_two}",
-        f"--monitoring_config_file={MONITORING}",
-        log_dir=tmp_path_factory.mktemp("traffic-plane"),
+    process = start_monitored_plane(
+        saved_models.half_plus_two, tmp_path_factory.mktemp("traffic-plane")
     )
     yield process
     process.stop()
@@ -38,26 +32,9 @@ def plane(saved_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Da
 @pytest.fixture
 def settings(settings: Settings, plane: DataPlaneProcess) -> Settings:
     """The suite's settings, scraping `plane` at its REST port every second."""
-    urls = ((plane.grpc_target, plane.rest_url + METRICS_PATH),)
+    urls = ((plane.grpc_target, metrics_url(plane)),)
     traffic = TrafficSettings(metrics_port=0, metrics_urls=urls, interval_s=1.0, span_s=120.0)
     return dataclasses.replace(settings, traffic=traffic)
-
-
-def send_traffic(plane: DataPlaneProcess) -> None:
-    """OK predictions over REST and NOT_FOUND ones over gRPC with TF Serving's own client."""
-    for _ in range(OK_REQUESTS):
-        response = requests.post(
-            f"{plane.rest_url}/v1/models/half:predict", json={"instances": [1.0]}, timeout=30
-        )
-        assert response.json() == {"predictions": [2.5]}
-    with grpc.insecure_channel(plane.grpc_target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = "missing"
-        for _ in range(MISSING_REQUESTS):
-            with pytest.raises(grpc.RpcError) as caught:
-                stub.Predict(request, timeout=30)
-            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def last(points: list[float | None]) -> float | None:
@@ -68,7 +45,7 @@ def last(points: list[float | None]) -> float | None:
 def scrape_around_traffic(traffic: Traffic, plane: DataPlaneProcess) -> tuple[float, float]:
     """Scrape, send traffic, scrape: returns the two scrape times."""
     traffic.scrape_once()
-    send_traffic(plane)
+    send_traffic(plane, OK_REQUESTS, MISSING_REQUESTS)
     time.sleep(0.5)
     traffic.scrape_once()
     scrapes = traffic.window.snapshot()[plane.grpc_target].scrapes
@@ -113,13 +90,13 @@ def test_an_unreachable_plane_shows_its_error_and_keeps_its_history(db: Database
 
 def test_metrics_url_and_the_size_bound(plane: DataPlaneProcess):
     settings = TrafficSettings(metrics_urls=(("a:1", "http://x/m"),))
-    assert metrics_url("a:1", settings) == "http://x/m"
-    assert metrics_url("10.0.0.7:8500", settings) == (
+    assert plane_metrics_url("a:1", settings) == "http://x/m"
+    assert plane_metrics_url("10.0.0.7:8500", settings) == (
         "http://10.0.0.7:8501/monitoring/prometheus/metrics"
     )
-    assert metrics_url("10.0.0.7:8500", TrafficSettings(metrics_port=0)) is None
+    assert plane_metrics_url("10.0.0.7:8500", TrafficSettings(metrics_port=0)) is None
     with pytest.raises(ScrapeError, match="more than 100 bytes"):
-        fetch(plane.rest_url + METRICS_PATH, 10, 100)
+        fetch(metrics_url(plane), 10, 100)
 
 
 def test_parse_keeps_at_most_max_models():
