@@ -32,6 +32,8 @@ from .traffic_window import Buckets, Scrape, Window, series
 log = logging.getLogger(__name__)
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+# the parser names a counter's samples `_total` whether or not the text did; never `_created`
+COUNT_SAMPLES = (REQUEST_COUNT, REQUEST_COUNT + "_total")
 MAX_WORKERS = 8
 MAX_POINTS = 240  # per series: enough for a chart, small enough to poll
 
@@ -81,7 +83,7 @@ def parse(text: str, at: float, max_models: int) -> Scrape:
     for family in families:
         for sample in family.samples:
             model = sample.labels.get("model_name", "")
-            if family.name == REQUEST_COUNT and sample.name.startswith(REQUEST_COUNT):
+            if family.name == REQUEST_COUNT and sample.name in COUNT_SAMPLES:
                 key = (model, sample.labels.get("status", ""))
                 requests_by[key] = requests_by.get(key, 0.0) + sample.value
             elif family.name == REQUEST_LATENCY and sample.name.endswith("_bucket"):
