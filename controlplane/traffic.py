@@ -32,7 +32,7 @@ from .traffic_window import Buckets, Scrape, Window, series
 log = logging.getLogger(__name__)
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
-# the parser names a counter's samples `_total` whether or not the text did; never `_created`
+# a typed counter's samples are named `_total` by the parser whether or not the text did
 COUNT_SAMPLES = (REQUEST_COUNT, REQUEST_COUNT + "_total")
 MAX_WORKERS = 8
 MAX_POINTS = 240  # per series: enough for a chart, small enough to poll

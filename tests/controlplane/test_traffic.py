@@ -104,9 +104,8 @@ def test_parse_keeps_at_most_max_models():
         f':tensorflow:serving:request_count{{model_name="m{i}",status="OK"}} {i}\n'
         for i in range(5)
     )
-    created = ':tensorflow:serving:request_count_created{model_name="m0",status="OK"} 7.0\n'
-    typed = "# TYPE :tensorflow:serving:request_count counter\n"  # groups `_created` with it
-    scrape = parse(typed + text + created, at=1.0, max_models=3)
+    typed = "# TYPE :tensorflow:serving:request_count counter\n"
+    scrape = parse(typed + text, at=1.0, max_models=3)
     assert scrape.requests == {("m0", "OK"): 0.0, ("m1", "OK"): 1.0, ("m2", "OK"): 2.0}
     assert scrape.dropped_models == 2
     with pytest.raises(ScrapeError, match="unparsable"):
