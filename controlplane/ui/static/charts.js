@@ -139,6 +139,7 @@
     var y = function (value) {
       return height - 2 - ((height - 4) * value) / top;
     };
+    node("line", { class: "grid", x1: 0, x2: width, y1: y(0), y2: y(0) }, svg);
     node("path", { class: "series line-0", d: pathData(points, x, y) }, svg);
   }
 
