@@ -14,7 +14,8 @@ import logging
 import math
 import threading
 import time
-from collections import defaultdict
+from array import array
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,15 +28,17 @@ from .config import TrafficSettings
 from .db import Database
 from .revisions import ValidationError
 from .traffic_prometheus import PrometheusError, PrometheusTraffic
-from .traffic_window import Buckets, Scrape, Window, series
+from .traffic_window import Scrape, Window, series
 
 log = logging.getLogger(__name__)
 REQUEST_COUNT = ":tensorflow:serving:request_count"
-REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+LATENCY_BUCKET = ":tensorflow:serving:request_latency_bucket"
 # a typed counter's samples are named `_total` by the parser whether or not the text did
 COUNT_SAMPLES = (REQUEST_COUNT, REQUEST_COUNT + "_total")
+SAMPLE_PREFIXES = (*(name + end for name in COUNT_SAMPLES for end in "{ "), LATENCY_BUCKET + "{")
 MAX_WORKERS = 8
 MAX_POINTS = 240  # per series: enough for a chart, small enough to poll
+CACHED_QUERIES = 32  # drawn series kept until the next scrape (every browser polls the same)
 
 
 __all__ = ["PrometheusError", "ScrapeError", "Traffic", "query"]
@@ -72,10 +75,16 @@ def fetch(url: str, timeout_s: float, max_bytes: int) -> str:
         raise ScrapeError(f"{url}: {type(err).__name__}") from None
 
 
+def _our_samples(text: str) -> str:
+    """Only the sample lines of the two families read: a plane exports many more (a tenth of
+    its lines are these), and the pure-Python parser's time grows with every line."""
+    return "\n".join(line for line in text.splitlines() if line.startswith(SAMPLE_PREFIXES))
+
+
 def parse(text: str, at: float, max_models: int) -> Scrape:
     """The request counters of one exposition; models beyond `max_models` are dropped."""
     try:
-        families = list(text_string_to_metric_families(text))
+        families = list(text_string_to_metric_families(_our_samples(text)))
     except ValueError as err:
         raise ScrapeError(f"unparsable metrics: {err}") from None
     requests_by: dict[tuple[str, str], float] = {}
@@ -83,18 +92,23 @@ def parse(text: str, at: float, max_models: int) -> Scrape:
     for family in families:
         for sample in family.samples:
             model = sample.labels.get("model_name", "")
-            if family.name == REQUEST_COUNT and sample.name in COUNT_SAMPLES:
+            if sample.name in COUNT_SAMPLES:
                 key = (model, sample.labels.get("status", ""))
                 requests_by[key] = requests_by.get(key, 0.0) + sample.value
-            elif family.name == REQUEST_LATENCY and sample.name.endswith("_bucket"):
+            elif sample.name == LATENCY_BUCKET:
                 buckets[model][float(sample.labels["le"])] += sample.value
     models = sorted({m for m, _ in requests_by} | set(buckets))
     kept = set(models[:max_models])
-    latency: dict[str, Buckets] = {m: tuple(sorted(b.items())) for m, b in buckets.items()}
+    bounds = tuple(sorted({bound for b in buckets.values() for bound in b}))
     return Scrape(
         at=at,
         requests={k: v for k, v in requests_by.items() if k[0] in kept},
-        latency={m: b for m, b in latency.items() if m in kept},
+        bounds=bounds,
+        latency={
+            m: array("d", (b.get(bound, 0.0) for bound in bounds))
+            for m, b in buckets.items()
+            if m in kept
+        },
         dropped_models=len(models) - len(kept),
     )
 
@@ -125,6 +139,10 @@ class Traffic:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="traffic")
+        self._drawn: OrderedDict[
+            tuple[str | None, float], tuple[tuple[int, float], dict[str, Any]]
+        ] = OrderedDict()
+        self._drawn_lock = threading.Lock()
         self.prometheus = (
             PrometheusTraffic(settings.prometheus_url, self._timeout_s, self._addresses, clock)
             if settings.prometheus_url
@@ -188,4 +206,21 @@ class Traffic:
         step = self.settings.interval_s * steps
         if self.prometheus is not None:
             return self.prometheus.series(model, span, step)
-        return series(self.window.snapshot(), self._clock(), span, step, model)
+        return self._drawn_series(model, span, step)
+
+    def _drawn_series(self, model: str | None, span: float, step: float) -> dict[str, Any]:
+        """Drawing 100 models' hour takes seconds; redraw only once a scrape changed the
+        window or a new step began (so an answer is at most one scrape interval old)."""
+        key, now = (model, span), self._clock()
+        with self._drawn_lock:
+            cached = self._drawn.get(key)
+        if cached is not None and cached[0] == (self.window.version, now // step):
+            return cached[1]
+        version, histories = self.window.snapshot()
+        result = series(histories, now, span, step, model)
+        with self._drawn_lock:
+            self._drawn[key] = ((version, now // step), result)
+            self._drawn.move_to_end(key)
+            while len(self._drawn) > CACHED_QUERIES:
+                self._drawn.popitem(last=False)
+        return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+from array import array
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,17 +21,27 @@ from typing import Any
 
 OK = "OK"
 QUANTILES = (("p50_ms", 0.5), ("p99_ms", 0.99))
-Buckets = tuple[tuple[float, float], ...]  # (upper bound in microseconds, cumulative count)
 
 
 @dataclass(frozen=True)
 class Scrape:
-    """One plane's counters at one instant (`at`, Unix seconds)."""
+    """One plane's counters at one instant (`at`, Unix seconds).
+
+    Latency is, per model, the cumulative count at each of `bounds` (upper bounds in
+    microseconds, shared by every model) summed over API and entrypoint, packed as doubles:
+    an hour of 33-bucket histograms is then about 70 kB per model and plane, not ten times it.
+    """
 
     at: float
     requests: dict[tuple[str, str], float]  # (model, status) -> requests so far
-    latency: dict[str, Buckets]  # model -> cumulative buckets, summed over API and entrypoint
+    bounds: tuple[float, ...] = ()
+    latency: dict[str, array[float]] = field(default_factory=dict)
     dropped_models: int = 0
+
+    def buckets(self, model: str) -> dict[float, float]:
+        """bound -> cumulative count of `model` (empty when it has no histogram)."""
+        counts = self.latency.get(model)
+        return {} if counts is None else dict(zip(self.bounds, counts, strict=True))
 
 
 @dataclass
@@ -52,6 +63,7 @@ class Window:
         self.capacity = math.ceil(span_s / interval_s) + 1
         self._planes: dict[str, PlaneHistory] = {}
         self._lock = threading.Lock()
+        self.version = 0  # bumped on every change, so readers can cache what they drew
 
     def _history(self, plane: str) -> PlaneHistory:
         return self._planes.setdefault(plane, PlaneHistory(deque(maxlen=self.capacity)))
@@ -61,12 +73,14 @@ class Window:
             history = self._history(plane)
             history.scrapes.append(scrape)
             history.error, history.last_attempt = None, scrape.at
+            self.version += 1
 
     def fail(self, plane: str, error: str, at: float) -> None:
         """A failed scrape keeps the history: the chart shows a gap, not a lie of zero."""
         with self._lock:
             history = self._history(plane)
             history.error, history.last_attempt = error, at
+            self.version += 1
 
     def retain(self, planes: Iterable[str]) -> None:
         """Forget planes that are no longer registered."""
@@ -74,10 +88,12 @@ class Window:
         with self._lock:
             for plane in [p for p in self._planes if p not in keep]:
                 del self._planes[plane]
+                self.version += 1
 
-    def snapshot(self) -> dict[str, PlaneHistory]:
+    def snapshot(self) -> tuple[int, dict[str, PlaneHistory]]:
+        """The version and a copy of every plane's history, taken together."""
         with self._lock:
-            return {
+            return self.version, {
                 plane: PlaneHistory(deque(h.scrapes), h.error, h.last_attempt)
                 for plane, h in self._planes.items()
             }
@@ -117,16 +133,16 @@ def _model_deltas(
             for (m, status), count in cur.requests.items()
             if m == name
         }
-        yield name, statuses, _bucket_deltas(prev.latency.get(name, ()), cur.latency.get(name, ()))
+        yield name, statuses, _bucket_deltas(prev.buckets(name), cur.buckets(name))
 
 
-def _bucket_deltas(before: Buckets, after: Buckets) -> dict[float, float]:
-    old = dict(before)
-    reset = bool(after) and bool(before) and after[-1][1] < before[-1][1]
+def _bucket_deltas(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
+    """Per-bucket increases; a histogram whose total went down was reset by a restart."""
+    reset = bool(after) and bool(before) and max(after.values()) < max(before.values())
     deltas: dict[float, float] = {}
     previous = 0.0
-    for bound, cumulative in after:
-        increase = cumulative if reset else cumulative - old.get(bound, 0.0)
+    for bound, cumulative in sorted(after.items()):
+        increase = cumulative if reset else cumulative - before.get(bound, 0.0)
         deltas[bound] = max(increase - previous, 0.0)
         previous = increase
     return deltas

@@ -48,7 +48,7 @@ def scrape_around_traffic(traffic: Traffic, plane: DataPlaneProcess) -> tuple[fl
     send_traffic(plane, OK_REQUESTS, MISSING_REQUESTS)
     time.sleep(0.5)
     traffic.scrape_once()
-    scrapes = traffic.window.snapshot()[plane.grpc_target].scrapes
+    scrapes = traffic.window.snapshot()[1][plane.grpc_target].scrapes
     return scrapes[-2].at, scrapes[-1].at
 
 
@@ -109,7 +109,7 @@ def test_parse_keeps_at_most_max_models():
     assert scrape.requests == {("m0", "OK"): 0.0, ("m1", "OK"): 1.0, ("m2", "OK"): 2.0}
     assert scrape.dropped_models == 2
     with pytest.raises(ScrapeError, match="unparsable"):
-        parse("not { metrics", at=1.0, max_models=3)
+        parse(':tensorflow:serving:request_count{model_name="a" 1', at=1.0, max_models=3)
 
 
 def test_traffic_endpoint_serves_the_window_to_a_read_token(app, db, plane, api):
@@ -133,3 +133,16 @@ def test_traffic_endpoint_serves_the_window_to_a_read_token(app, db, plane, api)
     assert client.get("/api/v1/traffic").status_code == 401
     bad = api("get", "/traffic?span_s=-5")
     assert bad.status_code == 400 and bad.get_json()["field"] == "span_s"
+
+
+def test_series_are_redrawn_only_when_a_scrape_or_a_step_changed_them(db: Database):
+    now = [1000.0]
+    traffic = Traffic(db, TrafficSettings(interval_s=10.0, span_s=600.0), clock=lambda: now[0])
+    first = traffic.series()
+    assert traffic.series() is first
+    traffic.window.fail("a:1", "refused", at=now[0])
+    second = traffic.series()
+    assert second is not first and second["planes"][0]["error"] == "refused"
+    now[0] += 20.0  # the next step: the timestamps move
+    assert traffic.series()["timestamps"][-1] == second["timestamps"][-1] + 20.0
+    traffic.stop()

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 import pytest
 
 from controlplane.traffic_window import Scrape, Window, quantile, series
 
 INF = math.inf
+BOUNDS = (1000.0, 10000.0, INF)
 
 
 def scrape(at: float, ok: float, not_found: float = 0.0, fast: float = 0.0) -> Scrape:
     """Model "m": `ok` + `not_found` requests so far, `fast` of them under 1 ms, the rest
     under 10 ms."""
     total = ok + not_found
-    buckets = ((1000.0, fast), (10000.0, total), (INF, total))
-    return Scrape(at, {("m", "OK"): ok, ("m", "NOT_FOUND"): not_found}, {"m": buckets})
+    latency = {"m": array("d", (fast, total, total))}
+    return Scrape(at, {("m", "OK"): ok, ("m", "NOT_FOUND"): not_found}, BOUNDS, latency)
 
 
 def test_window_keeps_one_span_of_scrapes_per_plane():
@@ -24,7 +26,7 @@ def test_window_keeps_one_span_of_scrapes_per_plane():
     assert window.capacity == 7
     for i in range(50):
         window.add("a:1", scrape(i * 10.0, i))
-    kept = window.snapshot()["a:1"].scrapes
+    kept = window.snapshot()[1]["a:1"].scrapes
     assert len(kept) == 7
     assert [s.at for s in kept] == [430.0, 440.0, 450.0, 460.0, 470.0, 480.0, 490.0]
 
@@ -35,7 +37,8 @@ def test_window_forgets_unregistered_planes_and_keeps_history_on_failure():
     window.add("b:1", scrape(0, 1))
     window.fail("a:1", "connection refused", at=10)
     window.retain(["a:1"])
-    snapshot = window.snapshot()
+    version, snapshot = window.snapshot()
+    assert version == 4  # two adds, one failure, one plane forgotten
     assert list(snapshot) == ["a:1"]
     assert snapshot["a:1"].error == "connection refused"
     assert snapshot["a:1"].last_attempt == 10
@@ -57,7 +60,7 @@ def test_series_rates_quantiles_and_errors_per_model_and_plane():
     histories.add("a:1", scrape(110, ok=100, not_found=10, fast=50))
     histories.add("b:1", scrape(101, ok=0))
     histories.add("b:1", scrape(111, ok=50))
-    result = series(histories.snapshot(), now=115, span_s=60, step_s=20)
+    result = series(histories.snapshot()[1], now=115, span_s=60, step_s=20)
     assert result["timestamps"] == [80, 100, 120]
     (model,) = result["models"]
     assert model["name"] == "m"
@@ -75,7 +78,7 @@ def test_series_treats_a_counter_that_went_down_as_a_restart():
     window = Window(span_s=60, interval_s=10)
     window.add("a:1", scrape(100, ok=500))
     window.add("a:1", scrape(110, ok=20))  # the plane restarted: 20 new requests
-    (model,) = series(window.snapshot(), now=110, span_s=20, step_s=20)["models"]
+    (model,) = series(window.snapshot()[1], now=110, span_s=20, step_s=20)["models"]
     assert model["requests_per_s"][-1] == pytest.approx(2.0)
     assert model["p50_ms"][-1] == pytest.approx(1 + 9 * 0.5)
 
@@ -84,8 +87,8 @@ def test_series_filters_one_model():
     window = Window(span_s=60, interval_s=10)
     window.add("a:1", scrape(100, ok=0))
     window.add("a:1", scrape(110, ok=10))
-    result = series(window.snapshot(), 110, 20, 20, model="other")
+    result = series(window.snapshot()[1], 110, 20, 20, model="other")
     assert result["models"] == []
     assert result["planes"][0]["requests_per_s"] == [0.0]  # scraped, none for that model
-    (model,) = series(window.snapshot(), 110, 20, 20, model="m")["models"]
+    (model,) = series(window.snapshot()[1], 110, 20, 20, model="m")["models"]
     assert model["requests_per_s"] == [pytest.approx(1.0)]
