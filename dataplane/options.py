@@ -76,11 +76,19 @@ class ServerOptions:
     enable_serialization_as_tensor_content: bool = False
     resource_preserving_transitions: bool = False
     grace_period_seconds: float = 30.0
+    admin_token_file: str = ""
+    model_base_path_prefixes: str = ""
+    max_queued_reloads: int = 2
     version: bool = False
 
     @property
     def tags(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.saved_model_tags.split(",") if t.strip())
+
+    @property
+    def base_path_prefixes(self) -> tuple[str, ...]:
+        """--model_base_path_prefixes as a tuple; empty: base paths are not confined."""
+        return tuple(p.strip() for p in self.model_base_path_prefixes.split(",") if p.strip())
 
     @property
     def offload_threads(self) -> int:
@@ -130,6 +138,13 @@ _HELP: dict[str, str] = {
     "ssl_config_file": "SSLConfig text proto: TLS for gRPC and, beyond TF Serving, HTTPS on the "
     "REST port (client_verify: mutual TLS against custom_ca)",
     "grace_period_seconds": "On SIGTERM, wait this long for in-flight requests (modelplane)",
+    "admin_token_file": "File holding the token admin calls (HandleReloadConfigRequest, "
+    "modelplane.*) must send as 'authorization: Bearer <token>'; empty: admin calls are open, "
+    "as in TF Serving (modelplane extension; docs/security.md)",
+    "model_base_path_prefixes": "Comma-separated directories every model base_path must lie "
+    "under (after resolving '..' and symlinks); empty: any path (modelplane extension)",
+    "max_queued_reloads": "HandleReloadConfigRequest calls that may wait behind the one being "
+    "applied; more are refused with UNAVAILABLE at once (modelplane extension)",
     "version": "Display version and exit",
 }
 
@@ -142,6 +157,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 _NON_NEGATIVE = (
     "grpc_dispatcher_spin_micros",
     "grpc_max_pending_calls",
+    "max_queued_reloads",
     "rest_api_timeout_in_ms",
     "rest_api_max_body_bytes",
     "rest_api_max_json_depth",
