@@ -14,7 +14,7 @@ from controlplane.db import Database
 from controlplane.traffic import ScrapeError, Traffic, fetch, parse
 from controlplane.traffic import metrics_url as plane_metrics_url
 from tests.support.processes import DataPlaneProcess
-from tests.support.traffic import metrics_url, send_traffic, start_monitored_plane
+from tests.support.traffic import UNKNOWN, metrics_url, send_traffic, start_monitored_plane
 
 OK_REQUESTS = 40
 MISSING_REQUESTS = 6
@@ -64,7 +64,7 @@ def test_scraper_turns_live_traffic_into_rates_latency_and_errors(
         traffic.stop()
     seconds = after - before
     models = {m["name"]: m for m in result["models"]}
-    half, missing = models["half"], models["missing"]
+    half, missing = models["half"], models[UNKNOWN]
     assert last(half["requests_per_s"]) == pytest.approx(OK_REQUESTS / seconds)
     assert half["errors_per_s"] == {}
     assert 0 < last(half["p50_ms"]) <= last(half["p99_ms"]) < 30_000
@@ -129,7 +129,7 @@ def test_traffic_endpoint_serves_the_window_to_a_read_token(app, db, plane, api)
     client = app.test_client()
     read = client.get("/api/v1/traffic", headers={"Authorization": f"Bearer {reader}"})
     assert read.status_code == 200
-    assert {m["name"] for m in read.get_json()["models"]} == {"half", "missing"}
+    assert {m["name"] for m in read.get_json()["models"]} == {"half", UNKNOWN}
     assert client.get("/api/v1/traffic").status_code == 401
     bad = api("get", "/traffic?span_s=-5")
     assert bad.status_code == 400 and bad.get_json()["field"] == "span_s"

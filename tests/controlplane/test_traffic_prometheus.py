@@ -15,7 +15,13 @@ from controlplane.db import Database
 from controlplane.traffic import Traffic
 from controlplane.traffic_prometheus import PrometheusError, PrometheusTraffic
 from tests.support.processes import DataPlaneProcess, ServerProcess, free_port
-from tests.support.traffic import METRICS_PATH, MODEL, send_traffic, start_monitored_plane
+from tests.support.traffic import (
+    METRICS_PATH,
+    MODEL,
+    UNKNOWN,
+    send_traffic,
+    start_monitored_plane,
+)
 
 pytestmark = pytest.mark.slow
 PROMETHEUS = "/usr/bin/prometheus"
@@ -71,7 +77,7 @@ def wait_for_series(traffic: Traffic, plane: DataPlaneProcess) -> dict:
         send_traffic(plane, ok=20, missing=4)
         result = traffic.series()
         models = {m["name"]: m for m in result["models"]}
-        errors = models.get("missing", {}).get("errors_per_s", {}).get("NOT_FOUND", [])
+        errors = models.get(UNKNOWN, {}).get("errors_per_s", {}).get("NOT_FOUND", [])
         if MODEL in models and newest(models[MODEL]["requests_per_s"]) > 0 and newest(errors) > 0:
             return result
         assert time.monotonic() < deadline, f"Prometheus never showed the traffic: {result}"

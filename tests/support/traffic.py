@@ -9,11 +9,14 @@ import pytest
 import requests
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from dataplane.metrics import UNKNOWN_MODEL
 from tests.support.processes import REPO_ROOT, DataPlaneProcess, start_dataplane
 
 MONITORING = REPO_ROOT / "deploy" / "dataplane" / "monitoring.config"
 METRICS_PATH = "/monitoring/prometheus/metrics"
 MODEL = "half"
+# requests naming no configured model are counted under this name, not the one they sent
+UNKNOWN = UNKNOWN_MODEL
 
 
 def start_monitored_plane(base_path: str, log_dir: Path) -> DataPlaneProcess:

@@ -14,6 +14,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from tests.support.processes import REPO_ROOT, DataPlaneProcess, start_dataplane
+from tests.support.traffic import UNKNOWN
 from tests.ui.conftest import ADMIN, PASSWORD, UIControlPlane
 from tests.ui.test_ui_browser import shot, sign_in
 
@@ -109,7 +110,7 @@ def test_traffic_page_draws_live_charts_per_model_and_plane(
     assert 0 < p50 < 10_000
     path = page.locator(f'{card} [data-chart="requests"] svg path.series')
     expect(path).to_have_attribute("d", A_LINE, timeout=CHART_TIMEOUT_MS)
-    unknown = '[data-group="models"] [data-key="unknown"] [data-chart="errors"]'
+    unknown = f'[data-group="models"] [data-key="{UNKNOWN}"] [data-chart="errors"]'
     assert latest(page, unknown) > 0
     expect(page.locator(unknown).locator(".legend")).to_contain_text("NOT_FOUND")
     plane_card = f'[data-group="planes"] [data-key="{plane.grpc_target}"]'
