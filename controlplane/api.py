@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import audit, auth, planes, store
+from . import audit, auth, planes, store, traffic
 from .context import control_plane
 from .revisions import ValidationError, parse_model_config
 
@@ -246,6 +246,17 @@ def get_dataplane(plane_id: int) -> Any:
 def delete_dataplane(plane_id: int) -> Any:
     planes.delete_plane(control_plane().db, plane_id, actor())
     return "", 204
+
+
+@bp.get("/traffic")
+def get_traffic() -> Any:
+    """Requests/s, p50/p99 latency and errors by code, by model and by plane (`?model=`,
+    `?span_s=`), from the scraper's window."""
+    model, span_s = traffic.query(request.args)
+    try:
+        return jsonify(control_plane().traffic.series(model, span_s))
+    except traffic.PrometheusError as err:
+        return jsonify(error=str(err)), 502
 
 
 @bp.post("/push")

@@ -18,19 +18,22 @@ from .config import Settings
 from .context import ControlPlane, control_plane
 from .db import Database
 from .fleet import Fleet
+from .traffic import Traffic
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app; starts the push/reconcile worker when `settings.run_fleet`."""
+    """Build the app; starts the push/reconcile worker and the traffic scraper when
+    `settings.run_fleet`."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(SECRET_KEY=settings.secret_key)
     app.json.sort_keys = False
     db = Database(settings.database_url, settings.pool)
     fleet = Fleet(db, settings)
-    app.extensions["modelplane"] = ControlPlane(settings, db, fleet)
+    traffic = Traffic(db, settings.traffic)
+    app.extensions["modelplane"] = ControlPlane(settings, db, fleet, traffic)
     app.register_blueprint(api_bp)
     ui.init_app(app, settings)
     https.init_app(app)
@@ -40,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_error_handler(PoolTimeout, pool_exhausted)
     if settings.run_fleet:
         fleet.start()
+        traffic.start()
     return app
 
 

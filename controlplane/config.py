@@ -86,6 +86,40 @@ class DataPlaneAuth:
 
 
 @dataclass(frozen=True)
+class TrafficSettings:
+    """Where and how often the control plane scrapes the data planes' metrics (traffic.py).
+
+    A plane registered as `host:port` (gRPC) serves its metrics on `host:metrics_port` (its
+    REST port) at `metrics_path`; `metrics_urls` names the URL of planes that differ.
+    `metrics_port` 0 scrapes only those. The window keeps `span_s` of scrapes per plane.
+    With `prometheus_url` the series come from that Prometheus server and nothing is scraped.
+    """
+
+    metrics_port: int = 8501
+    metrics_path: str = "/monitoring/prometheus/metrics"
+    metrics_urls: tuple[tuple[str, str], ...] = ()
+    interval_s: float = 15.0
+    span_s: float = 3600.0
+    max_models: int = 500
+    max_bytes: int = 8 << 20
+    prometheus_url: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TrafficSettings:
+        base = cls()
+        urls = _split_addresses(env.get("MODELPLANE_METRICS_URLS", ""))
+        return cls(
+            metrics_port=int(env.get("MODELPLANE_METRICS_PORT", base.metrics_port)),
+            metrics_path=env.get("MODELPLANE_METRICS_PATH", base.metrics_path),
+            metrics_urls=tuple(_pair(item) for item in urls),
+            interval_s=float(env.get("MODELPLANE_TRAFFIC_INTERVAL_S", base.interval_s)),
+            span_s=float(env.get("MODELPLANE_TRAFFIC_SPAN_S", base.span_s)),
+            max_models=int(env.get("MODELPLANE_TRAFFIC_MAX_MODELS", base.max_models)),
+            prometheus_url=env.get("MODELPLANE_PROMETHEUS_URL", "").strip(),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Control-plane settings; build with `Settings.from_env()` or directly in tests."""
 
@@ -125,6 +159,7 @@ class Settings:
     dataplane_auth: DataPlaneAuth = field(default_factory=lambda: DataPlaneAuth())
     # Set by `serve` for its HTTP workers: the process whose fleet worker a change wakes.
     fleet_pid: int = 0
+    traffic: TrafficSettings = TrafficSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -184,6 +219,7 @@ class Settings:
                 server_name=env.get("MODELPLANE_DATAPLANE_TLS_SERVER_NAME", ""),
             ),
             fleet_pid=int(env.get("MODELPLANE_FLEET_PID", base.fleet_pid)),
+            traffic=TrafficSettings.from_env(env),
         )
 
     @property
@@ -201,6 +237,14 @@ def _flag(value: str | None, default: bool) -> bool:
 
 def _split_addresses(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _pair(item: str) -> tuple[str, str]:
+    """`address=url` of MODELPLANE_METRICS_URLS."""
+    address, sep, url = item.partition("=")
+    if not sep or not address.strip() or not url.strip():
+        raise ValueError(f"MODELPLANE_METRICS_URLS: expected address=url, got {item!r}")
+    return address.strip(), url.strip()
 
 
 def ensure_sqlite_dir(database_url: str) -> None:

@@ -9,6 +9,7 @@ from flask import current_app
 from .config import Settings
 from .db import Database
 from .fleet import Fleet
+from .traffic import Traffic
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class ControlPlane:
     settings: Settings
     db: Database
     fleet: Fleet
+    traffic: Traffic
 
 
 def control_plane() -> ControlPlane:

@@ -14,6 +14,7 @@ from flask import (
     Blueprint,
     current_app,
     flash,
+    jsonify,
     make_response,
     redirect,
     render_template,
@@ -26,7 +27,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from werkzeug.wrappers import Response
 
-from .. import audit, auth, planes, store
+from .. import audit, auth, planes, store, traffic
 from ..context import control_plane
 from ..revisions import ValidationError
 from . import pages
@@ -216,6 +217,28 @@ def reconcile() -> Response:
     control_plane().fleet.notify()
     flash("Checking every data plane now; states update below.", "info")
     return redirect(url_for("ui.dashboard"))
+
+
+# -- traffic ----------------------------------------------------------------------------------
+
+
+@bp.get("/traffic")
+def traffic_page() -> Page:
+    """Charts per model and per plane; traffic.js draws them from `traffic_data`."""
+    return render_template("traffic.html", model=request.args.get("model") or None)
+
+
+@bp.get("/traffic/data")
+def traffic_data() -> Response | tuple[Response, int]:
+    """The API's /traffic series for the signed-in browser (it has a session, not a token)."""
+    try:
+        model, span_s = traffic.query(request.args)
+    except ValidationError as err:
+        return jsonify(error=str(err), field=err.field), 400
+    try:
+        return jsonify(control_plane().traffic.series(model, span_s))
+    except traffic.PrometheusError as err:
+        return jsonify(error=str(err)), 502
 
 
 # -- models -----------------------------------------------------------------------------------

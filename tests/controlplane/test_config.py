@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.config import DEFAULT_DATABASE_URL, Settings
+from controlplane.config import DEFAULT_DATABASE_URL, Settings, TrafficSettings
 from controlplane.db import normalize_url
 
 
@@ -52,3 +52,27 @@ def test_plain_postgresql_urls_use_psycopg3():
 def test_secure_cookies_is_an_on_off_variable(value: str, expected: bool):
     settings = Settings.from_env({"MODELPLANE_SECURE_COOKIES": value})
     assert settings.secure_cookies is expected
+
+
+def test_traffic_settings_from_the_environment():
+    assert Settings.from_env({}).traffic == TrafficSettings()
+    traffic = Settings.from_env(
+        {
+            "MODELPLANE_METRICS_PORT": "9000",
+            "MODELPLANE_METRICS_PATH": "/metrics",
+            "MODELPLANE_METRICS_URLS": "a:1=http://a:2/m, b:1=https://b/m",
+            "MODELPLANE_TRAFFIC_INTERVAL_S": "5",
+            "MODELPLANE_TRAFFIC_SPAN_S": "600",
+            "MODELPLANE_TRAFFIC_MAX_MODELS": "20",
+        }
+    ).traffic
+    assert traffic == TrafficSettings(
+        metrics_port=9000,
+        metrics_path="/metrics",
+        metrics_urls=(("a:1", "http://a:2/m"), ("b:1", "https://b/m")),
+        interval_s=5.0,
+        span_s=600.0,
+        max_models=20,
+    )
+    with pytest.raises(ValueError, match="expected address=url"):
+        Settings.from_env({"MODELPLANE_METRICS_URLS": "a:1"})

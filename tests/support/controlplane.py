@@ -25,7 +25,8 @@ def migrated_database(database_url: str) -> Iterator[Database]:
 
 @contextmanager
 def running_app(settings: Settings) -> Iterator[Flask]:
-    """The real app factory; on exit its fleet worker is stopped and its database disposed."""
+    """The real app factory; on exit its fleet worker and traffic scraper are stopped and its
+    database disposed."""
     from controlplane.app import create_app  # imports TensorFlow Serving's protos: seconds
 
     application = create_app(settings)
@@ -34,4 +35,5 @@ def running_app(settings: Settings) -> Iterator[Flask]:
     finally:
         context = application.extensions["modelplane"]
         context.fleet.stop()
+        context.traffic.stop()
         context.db.dispose()

@@ -30,6 +30,8 @@ PAGES = [
     "/access",
     "/access/tokens/revoke?name=x",
     "/access/admins/disable?username=x",
+    "/traffic",
+    "/traffic/data",
 ]
 WRITES = [
     "/models/new",
@@ -532,3 +534,20 @@ def test_disabling_an_admin_ends_their_open_session(
     assert "You cannot disable yourself" in html(signed_in.get("/access"))
     assert signed_in.get("/access").status_code == 200
     assert [a.active for a in auth.list_admins(db)] == [True, False]
+
+
+# -- traffic ----------------------------------------------------------------------------------
+
+
+def test_traffic_page_and_its_data_for_a_signed_in_admin(signed_in: FlaskClient):
+    page = html(signed_in.get("/traffic?model=digits"))
+    assert 'data-traffic="/traffic/data?model=digits"' in page
+    assert "/ui/static/charts.js" in page and "/ui/static/traffic.js" in page
+    data = signed_in.get("/traffic/data?span_s=600")
+    assert data.status_code == 200
+    body = data.get_json()
+    assert (body["span_s"], body["step_s"], body["models"], body["planes"]) == (600, 30, [], [])
+    assert len(body["timestamps"]) == 20
+    bad = signed_in.get("/traffic/data?span_s=nan")
+    assert bad.status_code == 400 and bad.get_json()["field"] == "span_s"
+    assert signed_in.get("/ui/static/charts.js").status_code == 200
