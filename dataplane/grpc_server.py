@@ -1,6 +1,6 @@
 """The gRPC front end: a native transport feeding one Python dispatcher thread.
 
-gRPC's C++ server (native/grpc_frontend.cpp, on one completion queue) owns HTTP/2, deadlines
+The native transport (native/, Rust: hyper + h2 + rustls) owns HTTP/2, TLS, deadlines
 and flow control on threads that never touch Python. Calls whose request has arrived queue
 up; the dispatcher thread takes everything queued at once, decodes each request with the
 official message class, runs its handler and writes the answer. One thread, and one GIL
@@ -35,7 +35,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from dataplane import _grpc_frontend
+from dataplane.transport import _native as _grpc_frontend
 from dataplane.errors import Code, ServingError
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class GrpcServer:
         spin_microseconds: int = 0,
     ) -> None:
         """`spin_microseconds`: how long the dispatcher polls for a next call, under light
-        load, before it sleeps (native/grpc_frontend.cpp, CallQueue::take_all says why)."""
+        load, before it sleeps (native/src/queue.rs, CallQueue::take_all says why)."""
         self._routes = dict(routes)
         self._channel_args = list(channel_args)
         self._spin_microseconds = spin_microseconds
