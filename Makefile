@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_STAMP := modelplane/.generated
-# The native gRPC transport (native/grpc_frontend.cpp), built against Debian's gRPC C++.
-NATIVE := dataplane/_grpc_frontend$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+# The native gRPC transport (native/, Rust: hyper + h2 + rustls under pyo3), an abi3 module.
+NATIVE := dataplane/transport/_native.abi3.so
+NATIVE_SOURCES := $(wildcard native/src/*.rs) native/Cargo.toml native/Cargo.lock native/pyproject.toml
 MODELS_DIR ?= var/models
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps protos native native-deps models run test test-fast lint format bench bench-deps clean
+.PHONY: install system-deps protos native native-deps fuzz-native models run test test-fast lint format bench bench-deps clean
 
 install: $(STAMP) $(PROTO_STAMP) $(NATIVE)
 
@@ -29,14 +30,17 @@ $(PROTO_STAMP): $(STAMP) $(wildcard protos/modelplane/*.proto)
 
 protos: $(PROTO_STAMP)
 
+# cargo and rustc >= 1.85 (rustup's, or Debian 13's `cargo` package; Debian 12's is too old).
 native-deps:
-	@pkg-config --exists grpc++ 2>/dev/null || { \
-	  echo "installing Debian packages: libgrpc++-dev pkg-config"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgrpc++-dev pkg-config >/dev/null; }
+	@command -v cargo >/dev/null || { \
+	  echo "the Rust toolchain (cargo, rustc >= 1.85) is required to build native/"; exit 1; }
 
-$(NATIVE): native/grpc_frontend.cpp native/build.sh $(STAMP)
+# maturin builds the wheel (cargo fetches the crates of native/Cargo.lock); only its .so is kept.
+$(NATIVE): $(NATIVE_SOURCES) $(STAMP)
 	@$(MAKE) --no-print-directory native-deps
-	PYTHON=$(PY) native/build.sh dataplane
+	rm -rf native/target/wheels
+	$(PY) -m maturin build --quiet --release --locked -m native/Cargo.toml --out native/target/wheels
+	$(PY) scripts/unpack_native.py native/target/wheels $@
 
 native: $(NATIVE)
 
@@ -87,4 +91,4 @@ bench: install bench-deps
 	$(PY) bench/bench_tensors.py
 
 clean:
-	rm -rf $(VENV) modelplane var .pytest_cache .ruff_cache dataplane/_grpc_frontend*.so
+	rm -rf $(VENV) modelplane var .pytest_cache .ruff_cache dataplane/transport/_native*.so native/target

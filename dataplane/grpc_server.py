@@ -35,8 +35,8 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from dataplane.transport import _native as _grpc_frontend
 from dataplane.errors import Code, ServingError
+from dataplane.transport import _native as _grpc_frontend
 
 log = logging.getLogger(__name__)
 
