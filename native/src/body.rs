@@ -29,7 +29,10 @@ struct Streaming {
 impl GrpcBody {
     /// No body: a Trailers-Only answer, the status already in the headers.
     pub fn empty() -> Self {
-        GrpcBody { first: None, rest: None }
+        GrpcBody {
+            first: None,
+            rest: None,
+        }
     }
 
     pub fn streaming(
@@ -38,7 +41,14 @@ impl GrpcBody {
         deadline: Option<Pin<Box<Sleep>>>,
         guard: CallGuard,
     ) -> Self {
-        GrpcBody { first: Some(first), rest: Some(Streaming { answers, deadline, guard }) }
+        GrpcBody {
+            first: Some(first),
+            rest: Some(Streaming {
+                answers,
+                deadline,
+                guard,
+            }),
+        }
     }
 }
 
@@ -59,7 +69,9 @@ impl Body for GrpcBody {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        let Some(rest) = self.rest.as_mut() else { return Poll::Ready(None) };
+        let Some(rest) = self.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
         let (frame, end) = match rest.answers.poll_recv(cx) {
             Poll::Ready(Some(Out::Message(message))) => (Frame::data(message), false),
             Poll::Ready(Some(Out::End(code, message))) => (trailers(code, &message), true),
@@ -69,7 +81,10 @@ impl Body for GrpcBody {
                     let mut rest = self.rest.take().expect("checked above");
                     rest.guard.call.end_early(&rest.guard.queue);
                     rest.guard.complete();
-                    return Poll::Ready(Some(Ok(trailers(Code::DeadlineExceeded, "Deadline Exceeded"))));
+                    return Poll::Ready(Some(Ok(trailers(
+                        Code::DeadlineExceeded,
+                        "Deadline Exceeded",
+                    ))));
                 }
                 _ => return Poll::Pending,
             },

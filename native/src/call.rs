@@ -38,8 +38,8 @@ pub struct CallInner {
 
 /// Why Python could not hand over an answer.
 pub enum Refused {
-    Over,               // the call is answered, cancelled or ended by the transport
-    TooLarge(usize),    // the message exceeds grpc.max_send_message_length
+    Over,            // the call is answered, cancelled or ended by the transport
+    TooLarge(usize), // the message exceeds grpc.max_send_message_length
 }
 
 impl CallInner {
@@ -62,7 +62,10 @@ impl CallInner {
             deadline,
             max_send,
             cancelled: AtomicBool::new(false),
-            answer: Mutex::new(Answer { tx: Some(tx), ..Answer::default() }),
+            answer: Mutex::new(Answer {
+                tx: Some(tx),
+                ..Answer::default()
+            }),
         }
     }
 
@@ -84,7 +87,9 @@ impl CallInner {
         if answer.finished {
             return false;
         }
-        let Some(tx) = answer.tx.as_ref() else { return false };
+        let Some(tx) = answer.tx.as_ref() else {
+            return false;
+        };
         if tx.send(out).is_err() {
             return false;
         }
@@ -102,11 +107,18 @@ impl CallInner {
         if answer.finished {
             return Err(Refused::Over);
         }
-        let Some(tx) = answer.tx.take() else { return Err(Refused::Over) };
+        let Some(tx) = answer.tx.take() else {
+            return Err(Refused::Over);
+        };
         answer.finished = true;
         drop(answer);
-        let sent = tx.send(Out::Message(message)).is_ok() && tx.send(Out::End(Code::Ok, String::new())).is_ok();
-        if sent { Ok(()) } else { Err(Refused::Over) }
+        let sent = tx.send(Out::Message(message)).is_ok()
+            && tx.send(Out::End(Code::Ok, String::new())).is_ok();
+        if sent {
+            Ok(())
+        } else {
+            Err(Refused::Over)
+        }
     }
 
     pub fn abort(&self, code: Code, message: String) -> bool {
@@ -115,7 +127,11 @@ impl CallInner {
 
     pub fn write(&self, message: &[u8]) -> Result<(), Refused> {
         let message = self.frame(message)?;
-        if self.send(Out::Message(message), false) { Ok(()) } else { Err(Refused::Over) }
+        if self.send(Out::Message(message), false) {
+            Ok(())
+        } else {
+            Err(Refused::Over)
+        }
     }
 
     pub fn close_stream(&self) -> bool {
@@ -162,8 +178,17 @@ pub struct CallGuard {
 }
 
 impl CallGuard {
-    pub fn new(call: Arc<CallInner>, queue: Arc<CallQueue>, live: tokio::sync::mpsc::Sender<()>) -> Self {
-        CallGuard { call, queue, done: false, _live: live }
+    pub fn new(
+        call: Arc<CallInner>,
+        queue: Arc<CallQueue>,
+        live: tokio::sync::mpsc::Sender<()>,
+    ) -> Self {
+        CallGuard {
+            call,
+            queue,
+            done: false,
+            _live: live,
+        }
     }
 
     /// The end Python chose has been handed to HTTP/2.

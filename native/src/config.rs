@@ -47,7 +47,11 @@ impl Default for Limits {
 }
 
 fn message_limit(value: i64) -> usize {
-    if value < 0 { usize::MAX } else { value as usize }
+    if value < 0 {
+        usize::MAX
+    } else {
+        value as usize
+    }
 }
 
 impl Limits {
@@ -58,7 +62,10 @@ impl Limits {
         for (name, v) in args {
             let v = *v;
             let positive = || -> Result<u64, String> {
-                u64::try_from(v).ok().filter(|v| *v > 0).ok_or(format!("{name} must be positive, not {v}"))
+                u64::try_from(v)
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or(format!("{name} must be positive, not {v}"))
             };
             match name.as_str() {
                 "grpc.max_receive_message_length" => limits.max_receive = message_limit(v),
@@ -70,8 +77,12 @@ impl Limits {
                 "grpc.max_metadata_size" => {
                     limits.max_header_list_size = u32::try_from(positive()?).unwrap_or(u32::MAX)
                 }
-                "grpc.keepalive_time_ms" => limits.keepalive_interval = Duration::from_millis(positive()?),
-                "grpc.keepalive_timeout_ms" => limits.keepalive_timeout = Duration::from_millis(positive()?),
+                "grpc.keepalive_time_ms" => {
+                    limits.keepalive_interval = Duration::from_millis(positive()?)
+                }
+                "grpc.keepalive_timeout_ms" => {
+                    limits.keepalive_timeout = Duration::from_millis(positive()?)
+                }
                 _ => {}
             }
         }

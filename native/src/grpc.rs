@@ -28,8 +28,14 @@ pub struct Shared {
 }
 
 /// Headers the transport consumes itself; everything else (ASCII) is the call's metadata.
-const TRANSPORT_HEADERS: [&str; 6] =
-    ["content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "content-length"];
+const TRANSPORT_HEADERS: [&str; 6] = [
+    "content-type",
+    "te",
+    "grpc-timeout",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+    "content-length",
+];
 
 type Answer = Response<GrpcBody>;
 
@@ -66,7 +72,9 @@ fn parse_timeout(value: &[u8]) -> Option<Duration> {
 }
 
 fn is_grpc_content_type(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get("content-type").and_then(|v| v.to_str().ok()) else { return false };
+    let Some(value) = headers.get("content-type").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
     match value.strip_prefix("application/grpc") {
         Some(rest) => rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'),
         None => false,
@@ -80,7 +88,9 @@ fn metadata(headers: &HeaderMap) -> Vec<(String, String)> {
             let name = name.as_str();
             !name.ends_with("-bin") && !TRANSPORT_HEADERS.contains(&name)
         })
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect()
 }
 
@@ -140,15 +150,24 @@ pub async fn serve(shared: Arc<Shared>, verified: bool, request: Request<Incomin
     if let Some(encoding) = headers.get("grpc-encoding") {
         if encoding.as_bytes() != b"identity" {
             let name = String::from_utf8_lossy(encoding.as_bytes());
-            let mut answer = status_only(Code::Unimplemented, &format!("Compression algorithm '{name}' is not supported"));
-            answer.headers_mut().insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+            let mut answer = status_only(
+                Code::Unimplemented,
+                &format!("Compression algorithm '{name}' is not supported"),
+            );
+            answer
+                .headers_mut()
+                .insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
             return answer;
         }
     }
     let deadline = match headers.get("grpc-timeout") {
         None => None,
         Some(value) => match parse_timeout(value.as_bytes()) {
-            Some(timeout) => Some(arrived.checked_add(timeout).unwrap_or(arrived + Duration::from_secs(86400 * 365))),
+            Some(timeout) => Some(
+                arrived
+                    .checked_add(timeout)
+                    .unwrap_or(arrived + Duration::from_secs(86400 * 365)),
+            ),
             None => return status_only(Code::Internal, "malformed grpc-timeout"),
         },
     };
@@ -165,15 +184,25 @@ pub async fn serve(shared: Arc<Shared>, verified: bool, request: Request<Incomin
     };
     let request = match message {
         Ok(request) => request,
-        Err(ReadError::NoMessage) => return status_only(Code::Internal, "the call carried no request message"),
+        Err(ReadError::NoMessage) => {
+            return status_only(Code::Internal, "the call carried no request message")
+        }
         Err(ReadError::TooLarge(length)) => {
-            let message = format!("Received message larger than max ({length} vs. {})", shared.limits.max_receive);
+            let message = format!(
+                "Received message larger than max ({length} vs. {})",
+                shared.limits.max_receive
+            );
             return status_only(Code::ResourceExhausted, &message);
         }
         Err(ReadError::Compressed) => {
-            return status_only(Code::Internal, "a compressed message without a grpc-encoding")
+            return status_only(
+                Code::Internal,
+                "a compressed message without a grpc-encoding",
+            )
         }
-        Err(ReadError::Transport) => return status_only(Code::Cancelled, "the request stream failed"),
+        Err(ReadError::Transport) => {
+            return status_only(Code::Cancelled, "the request stream failed")
+        }
     };
     if deadline.is_some_and(|d| Instant::now() >= d) {
         return status_only(Code::DeadlineExceeded, "Deadline Exceeded");
@@ -192,11 +221,25 @@ async fn dispatch(
     deadline: Option<Instant>,
     body: Incoming,
 ) -> Answer {
-    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
+    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> =
+        deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
     let (tx, mut answers) = mpsc::unbounded_channel();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-    let call = Arc::new(CallInner::new(id, method, request, metadata, verified, deadline, shared.limits.max_send, tx));
-    let mut guard = CallGuard::new(Arc::clone(&call), Arc::clone(&shared.queue), shared.live.clone());
+    let call = Arc::new(CallInner::new(
+        id,
+        method,
+        request,
+        metadata,
+        verified,
+        deadline,
+        shared.limits.max_send,
+        tx,
+    ));
+    let mut guard = CallGuard::new(
+        Arc::clone(&call),
+        Arc::clone(&shared.queue),
+        shared.live.clone(),
+    );
     if !shared.queue.push(call, shared.max_pending_calls) {
         guard.complete(); // Python never saw it
         return status_only(Code::Unavailable, "too many calls are waiting to be served");
@@ -215,7 +258,9 @@ async fn dispatch(
     match first {
         Some(Out::Message(message)) => {
             let mut response = Response::new(GrpcBody::streaming(message, answers, sleep, guard));
-            response.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/grpc"));
             response
         }
         Some(Out::End(code, message)) => {
@@ -237,7 +282,10 @@ mod tests {
     fn timeouts_parse_as_the_spec_says() {
         assert_eq!(parse_timeout(b"5S"), Some(Duration::from_secs(5)));
         assert_eq!(parse_timeout(b"20m"), Some(Duration::from_millis(20)));
-        assert_eq!(parse_timeout(b"99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            parse_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
         assert_eq!(parse_timeout(b"123456789S"), None); // 9 digits
         assert_eq!(parse_timeout(b"S"), None);
         assert_eq!(parse_timeout(b"5x"), None);

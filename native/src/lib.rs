@@ -87,12 +87,16 @@ impl Call {
             Err(Refused::Over) => false,
             Err(Refused::TooLarge(length)) => self.inner.abort(
                 Code::ResourceExhausted,
-                format!("Sent message larger than max ({length} vs. {})", self.inner.max_send),
+                format!(
+                    "Sent message larger than max ({length} vs. {})",
+                    self.inner.max_send
+                ),
             ),
         }
     }
     fn abort(&self, code: i64, message: String) -> PyResult<bool> {
-        let code = Code::error(code).ok_or_else(|| PyValueError::new_err("not a gRPC error code"))?;
+        let code =
+            Code::error(code).ok_or_else(|| PyValueError::new_err("not a gRPC error code"))?;
         Ok(self.inner.abort(code, message))
     }
     fn write(&self, message: &[u8]) -> PyResult<bool> {
@@ -153,12 +157,15 @@ impl Frontend {
     fn start(&self) -> PyResult<Vec<u16>> {
         let mut server = self.server.lock().unwrap();
         if server.is_some() {
-            return Err(PyRuntimeError::new_err("the gRPC server is already started"));
+            return Err(PyRuntimeError::new_err(
+                "the gRPC server is already started",
+            ));
         }
         let acceptor = match &self.tls {
             None => None,
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(
-                tls::server_config(files).map_err(|e| PyValueError::new_err(format!("TLS: {e}")))?,
+                tls::server_config(files)
+                    .map_err(|e| PyValueError::new_err(format!("TLS: {e}")))?,
             )),
         };
         let runtime = server::runtime().map_err(PyRuntimeError::new_err)?;
@@ -166,8 +173,9 @@ impl Frontend {
         {
             let _entered = runtime.enter();
             for address in &self.addresses {
-                let (listener, port, file) = server::bind(address, &self.limits)
-                    .map_err(|e| PyRuntimeError::new_err(format!("cannot listen on {address}: {e}")))?;
+                let (listener, port, file) = server::bind(address, &self.limits).map_err(|e| {
+                    PyRuntimeError::new_err(format!("cannot listen on {address}: {e}"))
+                })?;
                 listeners.push(listener);
                 ports.push(port);
                 files.extend(file);
@@ -181,7 +189,14 @@ impl Frontend {
             live,
         };
         let client_verify = self.tls.as_ref().is_some_and(|t| t.3);
-        *server = Some(Server::start(runtime, listeners, files, shared, acceptor, client_verify));
+        *server = Some(Server::start(
+            runtime,
+            listeners,
+            files,
+            shared,
+            acceptor,
+            client_verify,
+        ));
         Ok(ports)
     }
 

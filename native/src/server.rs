@@ -46,9 +46,16 @@ pub fn bind(address: &str, limits: &Limits) -> Result<(Listener, u16, Option<Pat
         .map_err(|e| e.to_string())?
         .next()
         .ok_or_else(|| "the address resolves to nothing".to_string())?;
-    let socket = if target.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| e.to_string())?;
     socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
-    socket.set_reuseport(limits.reuse_port).map_err(|e| e.to_string())?;
+    socket
+        .set_reuseport(limits.reuse_port)
+        .map_err(|e| e.to_string())?;
     socket.bind(target).map_err(|e| e.to_string())?;
     let listener = socket.listen(1024).map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -97,22 +104,39 @@ impl Server {
         let shared = Arc::new(make_shared(live_tx));
         let (phase, watching) = watch::channel(Phase::Serving);
         for listener in listeners {
-            let context = Context { shared: Arc::clone(&shared), tls: tls.clone(), client_verify, phase: watching.clone() };
+            let context = Context {
+                shared: Arc::clone(&shared),
+                tls: tls.clone(),
+                client_verify,
+                phase: watching.clone(),
+            };
             runtime.spawn(accept_loop(listener, context));
         }
-        Server { runtime: Some(runtime), phase, live, socket_files }
+        Server {
+            runtime: Some(runtime),
+            phase,
+            live,
+            socket_files,
+        }
     }
 
     /// Stop taking connections and streams, let in-flight calls end within `grace`, then drop
     /// every connection (the calls left are cancelled, and Python hears of those it holds).
     pub fn shutdown(&mut self, grace: Duration) {
-        let Some(runtime) = self.runtime.take() else { return };
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
         let _ = self.phase.send(Phase::Draining);
         let live = &mut self.live;
-        let drained = runtime.block_on(async { tokio::time::timeout(grace, live.recv()).await.is_ok() });
+        let drained =
+            runtime.block_on(async { tokio::time::timeout(grace, live.recv()).await.is_ok() });
         if !drained {
             let _ = self.phase.send(Phase::Ending);
-            runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), live.recv()).await.ok() });
+            runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), live.recv())
+                    .await
+                    .ok()
+            });
         }
         for path in self.socket_files.drain(..) {
             let _ = std::fs::remove_file(path);
@@ -174,8 +198,11 @@ where
     let Some(acceptor) = context.tls.clone() else {
         return serve_http2(io, false, context).await;
     };
-    let handshake = tokio::time::timeout(context.shared.limits.handshake_timeout, acceptor.accept(io));
-    let Ok(Ok(stream)) = handshake.await else { return };
+    let handshake =
+        tokio::time::timeout(context.shared.limits.handshake_timeout, acceptor.accept(io));
+    let Ok(Ok(stream)) = handshake.await else {
+        return;
+    };
     let verified = context.client_verify && stream.get_ref().1.peer_certificates().is_some();
     serve_http2(stream, verified, context).await
 }

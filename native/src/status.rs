@@ -29,11 +29,27 @@ impl Code {
     pub fn error(value: i64) -> Option<Code> {
         use Code::*;
         const ALL: [Code; 16] = [
-            Cancelled, Unknown, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists,
-            PermissionDenied, ResourceExhausted, FailedPrecondition, Aborted, OutOfRange,
-            Unimplemented, Internal, Unavailable, DataLoss, Unauthenticated,
+            Cancelled,
+            Unknown,
+            InvalidArgument,
+            DeadlineExceeded,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unimplemented,
+            Internal,
+            Unavailable,
+            DataLoss,
+            Unauthenticated,
         ];
-        usize::try_from(value).ok().and_then(|v| v.checked_sub(1)).and_then(|i| ALL.get(i).copied())
+        usize::try_from(value)
+            .ok()
+            .and_then(|v| v.checked_sub(1))
+            .and_then(|i| ALL.get(i).copied())
     }
 }
 

@@ -37,7 +37,9 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
         .map_err(|e| e.to_string())?;
     let builder = if *client_verify {
         if custom_ca.is_empty() {
-            return Err("client_verify needs a custom_ca to verify client certificates against".into());
+            return Err(
+                "client_verify needs a custom_ca to verify client certificates against".into(),
+            );
         }
         let mut roots = RootCertStore::empty();
         for ca in certificates(custom_ca, "custom_ca")? {
@@ -50,7 +52,9 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     } else {
         builder.with_no_client_auth()
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| format!("server_cert/server_key: {e}"))?;
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("server_cert/server_key: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
