@@ -42,24 +42,24 @@ pub enum Refused {
     TooLarge(usize), // the message exceeds grpc.max_send_message_length
 }
 
+/// What arrived of a call: everything Python reads of it.
+pub struct Received {
+    pub method: String,
+    pub request: Bytes,
+    pub metadata: Vec<(String, String)>,
+    pub client_verified: bool,
+    pub deadline: Option<Instant>,
+}
+
 impl CallInner {
-    pub fn new(
-        id: u64,
-        method: String,
-        request: Bytes,
-        metadata: Vec<(String, String)>,
-        client_verified: bool,
-        deadline: Option<Instant>,
-        max_send: usize,
-        tx: UnboundedSender<Out>,
-    ) -> Self {
+    pub fn new(id: u64, received: Received, max_send: usize, tx: UnboundedSender<Out>) -> Self {
         CallInner {
             id,
-            method,
-            request,
-            metadata,
-            client_verified,
-            deadline,
+            method: received.method,
+            request: received.request,
+            metadata: received.metadata,
+            client_verified: received.client_verified,
+            deadline: received.deadline,
             max_send,
             cancelled: AtomicBool::new(false),
             answer: Mutex::new(Answer {

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::body::GrpcBody;
-use crate::call::{CallGuard, CallInner, Out};
+use crate::call::{CallGuard, CallInner, Out, Received};
 use crate::config::Limits;
 use crate::queue::CallQueue;
 use crate::status::{put_status, Code};
@@ -207,34 +207,24 @@ pub async fn serve(shared: Arc<Shared>, verified: bool, request: Request<Incomin
     if deadline.is_some_and(|d| Instant::now() >= d) {
         return status_only(Code::DeadlineExceeded, "Deadline Exceeded");
     }
-    dispatch(shared, verified, method, request, metadata, deadline, body).await
-}
-
-/// Hand the call to Python and wait for the start of its answer.
-#[allow(clippy::too_many_arguments)]
-async fn dispatch(
-    shared: Arc<Shared>,
-    verified: bool,
-    method: String,
-    request: Bytes,
-    metadata: Vec<(String, String)>,
-    deadline: Option<Instant>,
-    body: Incoming,
-) -> Answer {
-    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> =
-        deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
-    let (tx, mut answers) = mpsc::unbounded_channel();
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-    let call = Arc::new(CallInner::new(
-        id,
+    let received = Received {
         method,
         request,
         metadata,
-        verified,
+        client_verified: verified,
         deadline,
-        shared.limits.max_send,
-        tx,
-    ));
+    };
+    dispatch(shared, received, body).await
+}
+
+/// Hand the call to Python and wait for the start of its answer.
+async fn dispatch(shared: Arc<Shared>, received: Received, body: Incoming) -> Answer {
+    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = received
+        .deadline
+        .map(|d| Box::pin(tokio::time::sleep_until(d.into())));
+    let (tx, mut answers) = mpsc::unbounded_channel();
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let call = Arc::new(CallInner::new(id, received, shared.limits.max_send, tx));
     let mut guard = CallGuard::new(
         Arc::clone(&call),
         Arc::clone(&shared.queue),
