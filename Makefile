@@ -12,7 +12,7 @@ MODELS_DIR ?= var/models
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps protos native native-deps fuzz-native models run test test-fast lint format bench bench-deps clean
+.PHONY: install system-deps protos native native-deps test-native lint-native models run test test-fast lint format bench bench-deps clean
 
 install: $(STAMP) $(PROTO_STAMP) $(NATIVE)
 
@@ -44,6 +44,13 @@ $(NATIVE): $(NATIVE_SOURCES) $(STAMP)
 
 native: $(NATIVE)
 
+# The transport's Rust unit tests, and its lint (rustfmt; clippy with warnings as errors).
+test-native: native-deps
+	cd native && cargo test --release --locked --quiet
+
+lint-native: native-deps
+	cd native && cargo fmt --check && cargo clippy --release --locked -- -D warnings
+
 # Debian packages the tests use: a real PostgreSQL server and a real headless Chromium.
 system-deps:
 	@missing=""; \
@@ -63,7 +70,7 @@ models: install
 run: install
 	$(PY) scripts/run_stack.py
 
-test: install system-deps
+test: install system-deps test-native
 	$(PY) -m pytest -q -ra
 
 test-fast: install system-deps
