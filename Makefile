@@ -12,7 +12,7 @@ MODELS_DIR ?= var/models
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps protos native native-deps test-native lint-native models run test test-fast lint format bench bench-deps clean
+.PHONY: install system-deps protos native native-deps test-native lint-native fuzz-native models run test test-fast lint format bench bench-deps clean
 
 install: $(STAMP) $(PROTO_STAMP) $(NATIVE)
 
@@ -50,6 +50,16 @@ test-native: native-deps
 
 lint-native: native-deps
 	cd native && cargo fmt --check && cargo clippy --release --locked -- -D warnings
+
+# libFuzzer on the transport's request path (native/fuzz), FUZZ_SECONDS long. cargo fuzz needs
+# nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them. --cap-lints: the
+# vendored h2 (a path dependency, so not capped by cargo) has undocumented items under cfg(fuzzing).
+FUZZ_SECONDS ?= 120
+fuzz-native: native-deps
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	mkdir -p native/target/fuzz-corpus/request_path
+	cd native && RUSTFLAGS=--cap-lints=warn RUSTC_BOOTSTRAP=1 cargo fuzz run request_path \
+	  target/fuzz-corpus/request_path fuzz/seeds/request_path -- -max_total_time=$(FUZZ_SECONDS)
 
 # Debian packages the tests use: a real PostgreSQL server and a real headless Chromium.
 system-deps:

@@ -16,6 +16,8 @@ mod config;
 mod grpc;
 mod queue;
 mod server;
+#[cfg(fuzzing)]
+pub use server::serve_bytes;
 mod status;
 mod tls;
 

@@ -244,3 +244,58 @@ where
         }
     }
 }
+
+/// The request path without sockets or Python, for the fuzz target (native/fuzz): `input`
+/// arrives as the bytes of one HTTP/2 connection after the preface; what the server answers
+/// is read and dropped. Calls that reach the queue are never answered (nobody takes them),
+/// so the pending-call bound, deadlines and the connection's end all get exercised.
+#[cfg(fuzzing)]
+pub fn serve_bytes(input: &[u8]) {
+    use std::sync::atomic::AtomicU64;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::queue::CallQueue;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true) // timers fire as soon as nothing else can run
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let (live, _all_gone) = mpsc::channel(1);
+        let limits = Limits {
+            max_receive: 4096,
+            ..Limits::default()
+        };
+        let queue = Arc::new(CallQueue::new(Duration::ZERO));
+        let shared = Arc::new(Shared {
+            queue: Arc::clone(&queue),
+            limits,
+            max_pending_calls: 4,
+            next_id: AtomicU64::new(0),
+            live,
+        });
+        let (_phase, watching) = watch::channel(Phase::Serving);
+        let context = Context {
+            shared,
+            tls: None,
+            client_verify: false,
+            phase: watching,
+        };
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let serving = tokio::spawn(serve_http2(server, false, context));
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let drain = tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 16];
+            while matches!(from_server.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        let _ = to_server
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await;
+        let _ = to_server.write_all(input).await;
+        let _ = to_server.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), serving).await;
+        drain.abort();
+        queue.close();
+    });
+}
