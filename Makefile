@@ -59,7 +59,7 @@ fuzz-native: native-deps
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	mkdir -p native/target/fuzz-corpus/request_path
 	cd native && RUSTFLAGS=--cap-lints=warn RUSTC_BOOTSTRAP=1 cargo fuzz run request_path \
-	  target/fuzz-corpus/request_path fuzz/seeds/request_path -- -max_total_time=$(FUZZ_SECONDS)
+	  target/fuzz-corpus/request_path fuzz/seeds/request_path -- -max_total_time=$(FUZZ_SECONDS) -timeout=20
 
 # Debian packages the tests use: a real PostgreSQL server and a real headless Chromium.
 system-deps:
