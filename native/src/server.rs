@@ -79,8 +79,9 @@ pub struct Server {
     socket_files: Vec<PathBuf>,
 }
 
-/// The tokio threads that own the network; they never take the GIL.
-const IO_THREADS: usize = 1;
+/// The tokio threads that own the network; they never take the GIL. Two, not one: with one,
+/// the canned server's p50 at 32 clients was twice as long (docs/performance.md).
+const IO_THREADS: usize = 2;
 
 pub fn runtime() -> Result<Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
