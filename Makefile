@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_STAMP := modelplane/.generated
-# The native gRPC transport (native/grpc_frontend.cpp), built against Debian's gRPC C++.
-NATIVE := dataplane/_grpc_frontend$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+# The native gRPC transport (native/, Rust: hyper + h2 + rustls under pyo3), an abi3 module.
+NATIVE := dataplane/transport/_native.abi3.so
+NATIVE_SOURCES := $(wildcard native/src/*.rs) native/Cargo.toml native/Cargo.lock native/pyproject.toml
 MODELS_DIR ?= var/models
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps protos native native-deps models run test test-fast fuzz lint format bench bench-deps clean
+.PHONY: install system-deps protos native native-deps test-native lint-native fuzz fuzz-native models run test test-fast lint format bench bench-deps clean
 
 install: $(STAMP) $(PROTO_STAMP) $(NATIVE)
 
@@ -29,16 +30,36 @@ $(PROTO_STAMP): $(STAMP) $(wildcard protos/modelplane/*.proto)
 
 protos: $(PROTO_STAMP)
 
+# cargo and rustc >= 1.85 (rustup's, or Debian 13's `cargo` package; Debian 12's is too old).
 native-deps:
-	@pkg-config --exists grpc++ 2>/dev/null || { \
-	  echo "installing Debian packages: libgrpc++-dev pkg-config"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgrpc++-dev pkg-config >/dev/null; }
+	@command -v cargo >/dev/null || { \
+	  echo "the Rust toolchain (cargo, rustc >= 1.85) is required to build native/"; exit 1; }
 
-$(NATIVE): native/grpc_frontend.cpp native/build.sh $(STAMP)
+# maturin builds the wheel (cargo fetches the crates of native/Cargo.lock); only its .so is kept.
+$(NATIVE): $(NATIVE_SOURCES) $(STAMP)
 	@$(MAKE) --no-print-directory native-deps
-	PYTHON=$(PY) native/build.sh dataplane
+	rm -rf native/target/wheels
+	$(PY) -m maturin build --quiet --release --locked -m native/Cargo.toml --out native/target/wheels
+	$(PY) scripts/unpack_native.py native/target/wheels $@
 
 native: $(NATIVE)
+
+# The transport's Rust unit tests, and its lint (rustfmt; clippy with warnings as errors).
+test-native: native-deps
+	cd native && cargo test --release --locked --quiet
+
+lint-native: native-deps
+	cd native && cargo fmt --check && cargo clippy --release --locked -- -D warnings
+
+# libFuzzer on the transport's request path (native/fuzz), FUZZ_SECONDS long. cargo fuzz needs
+# nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them. --cap-lints: the
+# vendored h2 (a path dependency, so not capped by cargo) has undocumented items under cfg(fuzzing).
+FUZZ_SECONDS ?= 120
+fuzz-native: native-deps
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	mkdir -p native/target/fuzz-corpus/request_path
+	cd native && RUSTFLAGS=--cap-lints=warn RUSTC_BOOTSTRAP=1 cargo fuzz run request_path \
+	  target/fuzz-corpus/request_path fuzz/seeds/request_path -- -max_total_time=$(FUZZ_SECONDS) -timeout=20
 
 # Debian packages the tests use: a real PostgreSQL server and a real headless Chromium.
 system-deps:
@@ -60,7 +81,7 @@ models: install
 run: install
 	$(PY) scripts/run_stack.py
 
-test: install system-deps
+test: install system-deps test-native
 	$(PY) -m pytest -q -ra
 
 test-fast: install system-deps
@@ -102,4 +123,4 @@ bench: install bench-deps
 	$(PY) bench/bench_tensors.py
 
 clean:
-	rm -rf $(VENV) modelplane var .pytest_cache .ruff_cache dataplane/_grpc_frontend*.so
+	rm -rf $(VENV) modelplane var .pytest_cache .ruff_cache dataplane/transport/_native*.so native/target

@@ -8,7 +8,10 @@ request through a live `python -m dataplane` over REST (wrk) and gRPC (h2load), 
 examples/s, p50/p99 and the ratios to both. Targets: geometric
 mean of the ratios >= 0.6 (REST) and >= 0.8 (gRPC); p50 at concurrency 1 within 0.3 ms of raw.
 
-    python bench/bench_serving.py [--seconds 4]
+    python bench/bench_serving.py [--seconds 4] [--protocols grpc] [--models half_plus_two]
+        [--batches 1]
+
+The narrowing flags make short A/B runs (e.g. one transport against another, in alternation).
 """
 
 from __future__ import annotations
@@ -125,6 +128,8 @@ class Tally:
     def summary(self) -> str:
         lines = []
         for protocol, target in (("rest", 0.6), ("grpc", 0.8)):
+            if not self.ratios[protocol]:
+                continue
             lines.append(
                 f"{protocol.upper():>4}: geometric mean ratio "
                 f"{geometric_mean(self.ratios[protocol]):.2f} vs the prepared callable, "
@@ -144,45 +149,65 @@ def tf2_function(path: str, alias: str, batch: np.ndarray) -> Callable[[], objec
     return lambda: function(**{alias: tensor})
 
 
-def bench_model(model: BenchModel, model_dir: str, server, seconds: float, tally: Tally) -> None:
+@dataclass(frozen=True)
+class Scope:
+    """What one run measures (all of it by default)."""
+
+    protocols: tuple[str, ...] = ("rest", "grpc")
+    batches: tuple[int, ...] = BATCHES
+
+
+def bench_model(
+    model: BenchModel, model_dir: str, server, seconds: float, tally: Tally, scope: Scope
+) -> None:
     servable = load_servable(model.name, 1, model_dir, SessionOptions())
     signature = servable.signature("serving_default")
     check_server(server.grpc_target, server.rest_url, model)
     url = f"{server.rest_url}/v1/models/{model.name}:predict"
-    for rows in BATCHES:
+    for rows in scope.batches:
         feeds = {model.alias: model.batch(rows)}
         message, body = predict_message(model, rows), rest_body(model, rows)
         reference = tf2_function(model_dir, model.alias, model.batch(rows))
         for c in CONCURRENCY:
             raw = closed_loop(functools.partial(signature.run, feeds), c, rows, seconds)
             tf2 = closed_loop(reference, c, rows, seconds)
-            rest = wrk(url, body, c, rows, seconds)
-            grpc_m = h2load(server.grpc_target, PREDICT_METHOD, message, c, rows, seconds)
             print(
                 f"{model.name} b={rows} c={c}".ljust(30)
                 + f" {raw.examples_per_s:>11,.0f} ex/s  p50 {raw.p50_ms:7.3f} ms  "
                 f"p99 {raw.p99_ms:7.3f} ms  (raw; TF2 fn {tf2.examples_per_s:,.0f} ex/s, "
                 f"p50 {tf2.p50_ms:.3f} ms)"
             )
-            print(row("    REST", rest, raw, tf2))
-            print(row("    gRPC", grpc_m, raw, tf2), flush=True)
-            tally.add("rest", rest, raw, tf2, c)
-            tally.add("grpc", grpc_m, raw, tf2, c)
+            if "rest" in scope.protocols:
+                rest = wrk(url, body, c, rows, seconds)
+                print(row("    REST", rest, raw, tf2), flush=True)
+                tally.add("rest", rest, raw, tf2, c)
+            if "grpc" in scope.protocols:
+                grpc_m = h2load(server.grpc_target, PREDICT_METHOD, message, c, rows, seconds)
+                print(row("    gRPC", grpc_m, raw, tf2), flush=True)
+                tally.add("grpc", grpc_m, raw, tf2, c)
     servable.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--protocols", nargs="+", choices=("rest", "grpc"), default=["rest", "grpc"]
+    )
+    parser.add_argument("--models", nargs="+", choices=[m.name for m in MODELS])
+    parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
     add_dataplane_flag_option(parser)
     args = parser.parse_args()
+    scope = Scope(tuple(args.protocols), tuple(args.batches))
+    models = [m for m in MODELS if args.models is None or m.name in args.models]
     tally = Tally()
     with tempfile.TemporaryDirectory() as tmp:
         config = build_models(Path(tmp))
         server = start_dataplane(f"--model_config_file={config}", *args.dataplane_flag, log_dir=tmp)
         try:
-            for model in MODELS:
-                bench_model(model, str(Path(tmp, model.name, "1")), server, args.seconds, tally)
+            for model in models:
+                model_dir = str(Path(tmp, model.name, "1"))
+                bench_model(model, model_dir, server, args.seconds, tally, scope)
         finally:
             server.stop()
     print(tally.summary())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataplane import _grpc_frontend
+from dataplane.transport import _native as _grpc_frontend
 
 
 def serve(port: int, response: bytes) -> None:

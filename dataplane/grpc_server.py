@@ -1,6 +1,6 @@
 """The gRPC front end: a native transport feeding one Python dispatcher thread.
 
-gRPC's C++ server (native/grpc_frontend.cpp, on one completion queue) owns HTTP/2, deadlines
+The native transport (native/, Rust: hyper + h2 + rustls) owns HTTP/2, TLS, deadlines
 and flow control on threads that never touch Python. Calls whose request has arrived queue
 up; the dispatcher thread takes everything queued at once, decodes each request with the
 official message class, runs its handler and writes the answer. One thread, and one GIL
@@ -142,7 +142,7 @@ class GrpcServer:
         admin_auth: AdminAuth = OPEN,
     ) -> None:
         """`spin_microseconds`: how long the dispatcher polls for a next call, under light
-        load, before it sleeps (native/grpc_frontend.cpp, CallQueue::take_all says why).
+        load, before it sleeps (native/src/queue.rs, CallQueue::take_all says why).
         `transport`: the module serving the calls (--grpc_transport; default: native).
         `admin_auth`: who may call the routes marked `admin` (open by default, as TF Serving)."""
         self._transport = transport or select_transport()

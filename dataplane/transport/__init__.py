@@ -23,10 +23,7 @@ ChannelArgs = Sequence[tuple[str, int | str]]
 # (server_key_pem, server_cert_pem, custom_ca_pem or b"", client_verify).
 TlsTuple = tuple[bytes, bytes, bytes, bool]
 
-# The native candidates, in order: the Rust extension, then the C++ one it replaces (which
-# takes neither `tls` nor `max_pending_calls`).
-_NATIVE = "dataplane.transport._native"
-_LEGACY_NATIVE = "dataplane._grpc_frontend"
+_NATIVE = "dataplane.transport._native"  # the Rust extension built from native/
 _GRPCIO = "dataplane.transport.grpcio_frontend"
 
 
@@ -79,7 +76,7 @@ class Transport:
         extra: dict[str, object] = {}
         if self.tls is not None:
             extra["tls"] = self.tls
-        if self.max_pending_calls and self.name != _LEGACY_NATIVE:
+        if self.max_pending_calls:
             extra["max_pending_calls"] = self.max_pending_calls
         return self.module.Frontend(list(addresses), list(channel_args), spin_microseconds, **extra)
 
@@ -88,24 +85,18 @@ def select_transport(
     name: str = "native", tls: TlsTuple | None = None, max_pending_calls: int = 0
 ) -> Transport:
     """The transport `--grpc_transport` names; `native` falls back to grpcio, with one
-    warning, where no native module is built (or, with TLS, only the C++ one without TLS)."""
+    warning, where the extension is not built."""
     if name not in TRANSPORTS:
         raise ValueError(f"unknown gRPC transport {name!r}; expected one of {TRANSPORTS}")
-    module = _native_module(tls is not None) if name == "native" else None
+    module = _native_module() if name == "native" else None
     if module is None:
         module = importlib.import_module(_GRPCIO)
     return Transport(module, tls, max_pending_calls)
 
 
-def _native_module(needs_tls: bool) -> ModuleType | None:
-    candidates = (_NATIVE,) if needs_tls else (_NATIVE, _LEGACY_NATIVE)
-    for candidate in candidates:
-        try:
-            return importlib.import_module(candidate)
-        except ImportError:
-            continue
-    log.warning(
-        "the native gRPC transport is not built%s; serving gRPC with grpcio",
-        " with TLS" if needs_tls else "",
-    )
-    return None
+def _native_module() -> ModuleType | None:
+    try:
+        return importlib.import_module(_NATIVE)
+    except ImportError:
+        log.warning("the native gRPC transport is not built; serving gRPC with grpcio")
+        return None

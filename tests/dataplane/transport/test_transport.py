@@ -12,7 +12,7 @@ import pytest
 from dataplane.transport import select_transport
 
 GRPCIO = "dataplane.transport.grpcio_frontend"
-NATIVE_MODULES = ("dataplane.transport._native", "dataplane._grpc_frontend")
+NATIVE = "dataplane.transport._native"
 
 
 def fallbacks(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -26,14 +26,13 @@ def test_grpcio_is_chosen_by_name_without_a_warning(caplog) -> None:
 
 
 def test_native_is_a_built_native_module() -> None:
-    assert select_transport("native").name in NATIVE_MODULES
+    assert select_transport("native").name == NATIVE
 
 
 def test_without_a_native_module_native_serves_on_grpcio_with_one_warning(
     monkeypatch, caplog
 ) -> None:
-    for module in NATIVE_MODULES:  # as on a machine where none was built
-        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setitem(sys.modules, NATIVE, None)  # as on a machine where it was not built
     with caplog.at_level(logging.WARNING):
         assert select_transport("native").name == GRPCIO
     assert fallbacks(caplog) == ["the native gRPC transport is not built; serving gRPC with grpcio"]
@@ -44,8 +43,7 @@ def test_an_unknown_transport_is_refused() -> None:
         select_transport("cxx")
 
 
-def test_the_pending_bound_reaches_only_modules_that_take_it() -> None:
-    """The C++ module takes no max_pending_calls; the bound must not stop it from serving."""
+def test_each_module_serves_with_a_pending_bound() -> None:
     for name in ("native", "grpcio"):
         frontend = select_transport(name, max_pending_calls=5).frontend(["127.0.0.1:0"], [], 0)
         port = frontend.start()[0]
@@ -59,15 +57,3 @@ def test_the_pending_bound_reaches_only_modules_that_take_it() -> None:
         finally:
             frontend.shutdown(0)
             frontend.close()
-
-
-def test_with_tls_and_only_the_cxx_module_native_serves_on_grpcio(monkeypatch, caplog) -> None:
-    """The C++ module has no TLS; the native extension that replaces it has."""
-    monkeypatch.setitem(sys.modules, "dataplane.transport._native", None)
-    tls = (b"key", b"cert", b"", False)
-    with caplog.at_level(logging.WARNING):
-        chosen = select_transport("native", tls=tls)
-    assert (chosen.name, chosen.tls) == (GRPCIO, tls)
-    assert fallbacks(caplog) == [
-        "the native gRPC transport is not built with TLS; serving gRPC with grpcio"
-    ]
