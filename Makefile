@@ -101,7 +101,7 @@ fuzz: install
 	  grep -E "^Done" var/fuzz/$$target.log; \
 	done
 
-lint: install
+lint: install lint-native
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 

@@ -70,7 +70,7 @@ def gunicorn_options(http: HttpOptions, host: str, port: int) -> dict[str, Any]:
         "forwarded_allow_ips": http.forwarded_allow_ips,
         "errorlog": "-",
         "preload_app": True,
-        "post_fork": _fresh_pool,
+        "post_fork": _start_worker,
         "control_socket_disable": True,
         "proc_name": "modelplane-controlplane",
     }
@@ -79,10 +79,14 @@ def gunicorn_options(http: HttpOptions, host: str, port: int) -> dict[str, Any]:
     return options
 
 
-def _fresh_pool(_server: Any, worker: Any) -> None:
+def _start_worker(_server: Any, worker: Any) -> None:
     """In a new worker: forget any pooled connection inherited from the master (SQLAlchemy's
-    advice for forked processes; there should be none, nothing connects before a request)."""
-    worker.app.wsgi().extensions["modelplane"].db.engine.dispose(close=False)
+    advice for forked processes; there should be none, nothing connects before a request),
+    and start the traffic scraper whose window this worker's API answers from (threads do not
+    survive the fork, so it cannot start in the master)."""
+    plane = worker.app.wsgi().extensions["modelplane"]
+    plane.db.engine.dispose(close=False)
+    plane.traffic.start()
 
 
 def run_http(settings: Settings, host: str, port: int) -> int:

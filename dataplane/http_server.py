@@ -17,7 +17,7 @@ and chunked bodies, `Expect: 100-continue`, HEAD, HTTP/1.0 and a graceful drain 
 here, and every bound a client could push on (`HttpLimits`: body size, read and answer
 deadlines, idle time, connections, answers waited for); framings that another parser could read
 differently are refused rather than guessed at. Nothing a client sends can raise out of the
-loop. docs/security-limits.md lists each limit and its answer.
+loop. docs/security.md lists each limit and its answer.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class _DateHeader:
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
     """What clients may make the server hold, and for how long (0 or less: no bound on the
-    counts). Defaults are the REST flags' defaults (docs/security-limits.md)."""
+    counts). Defaults are the REST flags' defaults (docs/security.md)."""
 
     max_body_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 30.0  # to read one request

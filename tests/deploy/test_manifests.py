@@ -268,7 +268,7 @@ def test_every_container_of_ours_runs_a_module_of_this_repo() -> None:
 @pytest.mark.parametrize("dockerfile", sorted(set(our_images().values())))
 def test_dockerfile_builds_from_the_repository(dockerfile: str) -> None:
     image = read_dockerfile(dockerfile)
-    assert image.base == "python:3.11-slim"
+    assert image.base.startswith("python:3.11-slim")
     assert "pip install -r requirements.txt" in image.runs
     assert PROTOC in image.runs
     allowed = dockerignore_allowlist(image.path)
@@ -279,11 +279,15 @@ def test_dockerfile_builds_from_the_repository(dockerfile: str) -> None:
 
 def test_dataplane_image_builds_the_native_transport_as_the_makefile_does() -> None:
     image = read_dockerfile("deploy/docker/Dockerfile.dataplane")
-    assert "mkdir /out && native/build.sh /out" in image.runs
-    assert "PYTHON=$(PY) native/build.sh dataplane" in (REPO / "Makefile").read_text()
+    build = "maturin build --release --locked -m native/Cargo.toml --out"
+    assert any(run.startswith(build) for run in image.runs), image.runs
+    assert (
+        "-m maturin build --quiet --release --locked -m native/Cargo.toml"
+        in (REPO / "Makefile").read_text()
+    )
     assert "native/" in image.copy_sources
-    pybind11 = next(p for p in (REPO / "requirements.txt").read_text().split() if "pybind11" in p)
-    assert f"pip install --no-cache-dir {pybind11}" in image.runs
+    maturin = next(p for p in (REPO / "requirements.txt").read_text().split() if "maturin" in p)
+    assert f"pip install --no-cache-dir {maturin}" in image.runs
 
 
 def dockerignore_allowlist(dockerfile: Path) -> set[str]:

@@ -244,7 +244,7 @@ def test_a_context_merged_into_many_empty_examples_is_refused(stub: Any) -> None
 
 def test_an_over_long_model_name_is_not_found(stub: Any) -> None:
     # 7,500 characters: the echoed name must still fit the client's 8 KiB soft limit on
-    # trailers (past it grpcio refuses some answers at random; docs/security-limits.md).
+    # trailers (past it grpcio refuses some answers at random; docs/security.md).
     request = quick_start_request()
     request.model_spec.name = "m" * 7_500
     error = rpc_error(stub.Predict, request)
