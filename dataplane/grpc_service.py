@@ -49,6 +49,7 @@ from dataplane.inference import (
 from dataplane.info_service import InfoService
 from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
+from dataplane.request_log import RequestLogger, logging_answer, logging_group_answer
 from modelplane import info_pb2
 
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -188,11 +189,22 @@ class PredictionHandlers:
     """
 
     def __init__(
-        self, service: InferenceService, tensor_content: bool, coalesce: bool = False
+        self,
+        service: InferenceService,
+        tensor_content: bool,
+        coalesce: bool = False,
+        request_logs: RequestLogger | None = None,
     ) -> None:
         self._service = service
         self._tensor_content = tensor_content
         self.coalesces = coalesce
+        self._logs = request_logs
+
+    def _logged(self, api: str, model: str, request: Any, answer: Callable) -> Callable:
+        """`answer`, recording (request, response) when the request logger samples it."""
+        return logging_answer(
+            self._logs, model, api, answer, lambda _r, response: (request, response)
+        )
 
     def predict(self, request: predict_pb2.PredictRequest) -> Future[predict_pb2.PredictResponse]:
         plan = self._service.predict_plan(
@@ -201,7 +213,10 @@ class PredictionHandlers:
             functools.partial(_decode_inputs, request.inputs, self._service.limits),
             request.output_filter,
         )
-        return self._service.submit(plan, self._prediction_response)
+        answer = self._logged(
+            "predict", request.model_spec.name, request, self._prediction_response
+        )
+        return self._service.submit(plan, answer)
 
     def _prediction_response(self, prediction: Prediction) -> predict_pb2.PredictResponse:
         return self._response(prediction.resolved, prediction.outputs)
@@ -243,9 +258,17 @@ class PredictionHandlers:
             first.output_filter,
             requests=len(requests),
         )
-        return self._service.submit(
-            plan, functools.partial(self._split_responses, len(requests), rows)
+        answer = logging_group_answer(
+            self._logs,
+            first.model_spec.name,
+            len(requests),
+            functools.partial(self._split_responses, len(requests), rows),
+            lambda index, serialized: (
+                requests[index],
+                predict_pb2.PredictResponse.FromString(serialized),
+            ),
         )
+        return self._service.submit(plan, answer)
 
     def _split_responses(self, count: int, rows: int, prediction: Prediction) -> list[bytes]:
         """Each coalesced request's own rows of every output, serialized. One response is
@@ -270,7 +293,10 @@ class PredictionHandlers:
             request.model_spec.signature_name,
             Examples.from_input(request.input),
         )
-        return self._service.submit(plan, _classification_response)
+        answer = self._logged(
+            "classify", request.model_spec.name, request, _classification_response
+        )
+        return self._service.submit(plan, answer)
 
     def regress(
         self, request: regression_pb2.RegressionRequest
@@ -280,7 +306,8 @@ class PredictionHandlers:
             request.model_spec.signature_name,
             Examples.from_input(request.input),
         )
-        return self._service.submit(plan, _regression_response)
+        answer = self._logged("regress", request.model_spec.name, request, _regression_response)
+        return self._service.submit(plan, answer)
 
     def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest
@@ -290,7 +317,9 @@ class PredictionHandlers:
             for t in request.tasks
         ]
         plan = self._service.multi_inference_plan(tasks, Examples.from_input(request.input))
-        return self._service.submit(plan, _multi_inference_response)
+        model = request.tasks[0].model_spec.name if request.tasks else ""
+        answer = self._logged("multi_inference", model, request, _multi_inference_response)
+        return self._service.submit(plan, answer)
 
     def get_model_metadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest

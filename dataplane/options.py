@@ -76,6 +76,9 @@ class ServerOptions:
     enable_serialization_as_tensor_content: bool = False
     resource_preserving_transitions: bool = False
     grace_period_seconds: float = 30.0
+    request_log_queue_size: int = 10_000
+    request_log_max_file_bytes: int = 64 * 1024 * 1024
+    request_log_max_file_seconds: int = 3600
     version: bool = False
 
     @property
@@ -130,6 +133,10 @@ _HELP: dict[str, str] = {
     "ssl_config_file": "SSLConfig text proto: TLS for gRPC and, beyond TF Serving, HTTPS on the "
     "REST port (client_verify: mutual TLS against custom_ca)",
     "grace_period_seconds": "On SIGTERM, wait this long for in-flight requests (modelplane)",
+    "request_log_queue_size": "Request logs (logging_config) waiting for the writer at most; "
+    "more are dropped and counted (modelplane)",
+    "request_log_max_file_bytes": "Start a new request log file past this size (modelplane)",
+    "request_log_max_file_seconds": "Start a new request log file after this long (modelplane)",
     "version": "Display version and exit",
 }
 
@@ -150,6 +157,9 @@ _NON_NEGATIVE = (
     "rest_api_max_pending_requests",
     "max_request_elements",
     "max_response_elements",
+    "request_log_queue_size",
+    "request_log_max_file_bytes",
+    "request_log_max_file_seconds",
 )
 
 

@@ -47,6 +47,8 @@ from dataplane.inference import (
 )
 from dataplane.limits import RequestLimits
 from dataplane.options import ServerOptions
+from dataplane.request_log import RequestLogger, logging_answer
+from dataplane.rest_protos import classify_pair, predict_pair, regress_pair
 from dataplane.signatures import TensorSpec
 from dataplane.tensors import (
     columnar_to_arrays,
@@ -100,8 +102,10 @@ class RestApi:
         extra_routes: Mapping[str, ExtraRoute],
         cors: bool,
         max_json_depth: int = 100,
+        request_logs: RequestLogger | None = None,
     ) -> None:
         self._service = service
+        self._logs = request_logs
         self._max_json_depth = max_json_depth
         self._extra_routes = dict(extra_routes)
         self._cors = cors
@@ -148,24 +152,47 @@ class RestApi:
         document = _parse_json_object(body, self._max_json_depth)
         signature_name = _signature_name(document)
         encode = predictions_json if "instances" in document else outputs_json
+        decoded: dict[str, Mapping[str, np.ndarray]] = {}
 
         def decode_inputs(specs: Mapping[str, TensorSpec]) -> Mapping[str, np.ndarray]:
             # Runs once the model and signature are resolved, so (as in TF Serving) an
             # unknown model is reported before a malformed body.
-            return _decode_predict_inputs(document, specs, self._service.limits)
+            decoded["inputs"] = _decode_predict_inputs(document, specs, self._service.limits)
+            return decoded["inputs"]
 
         plan = self._service.predict_plan(ref, signature_name, decode_inputs)
-        return self._service.submit(plan, lambda done: Response(200, encode(done.outputs)))
+        answer = logging_answer(
+            self._logs,
+            ref.name,
+            "predict",
+            lambda done: Response(200, encode(done.outputs)),
+            lambda done, _: predict_pair(ref, signature_name, decoded["inputs"], done),
+        )
+        return self._service.submit(plan, answer)
 
     def _classify(self, ref: ModelRef, body: bytes) -> Future[Response]:
         signature_name, examples = _examples_request(body, self._max_json_depth)
         plan = self._service.classify_plan(ref, signature_name, examples)
-        return self._service.submit(plan, lambda done: Response(200, _classification_json(done)))
+        answer = logging_answer(
+            self._logs,
+            ref.name,
+            "classify",
+            lambda done: Response(200, _classification_json(done)),
+            lambda done, _: classify_pair(ref, signature_name, examples, done),
+        )
+        return self._service.submit(plan, answer)
 
     def _regress(self, ref: ModelRef, body: bytes) -> Future[Response]:
         signature_name, examples = _examples_request(body, self._max_json_depth)
         plan = self._service.regress_plan(ref, signature_name, examples)
-        return self._service.submit(plan, lambda done: Response(200, _regression_json(done)))
+        answer = logging_answer(
+            self._logs,
+            ref.name,
+            "regress",
+            lambda done: Response(200, _regression_json(done)),
+            lambda done, _: regress_pair(ref, signature_name, examples, done),
+        )
+        return self._service.submit(plan, answer)
 
     def _status(self, ref: ModelRef) -> bytes:
         """GetModelStatusResponse as TF Serving prints it (proto JSON, defaults included).
@@ -204,10 +231,13 @@ class RestServer:
         service: InferenceService,
         extra_routes: Mapping[str, ExtraRoute] | None = None,
         ssl: SSLContext | None = None,
+        request_logs: RequestLogger | None = None,
     ) -> None:
-        """`ssl`: serve HTTPS (--ssl_config_file)."""
+        """`ssl`: serve HTTPS (--ssl_config_file); `request_logs`: logging_config's logger."""
         cors = options.rest_api_enable_cors_support
-        api = RestApi(service, extra_routes or {}, cors, options.rest_api_max_json_depth)
+        api = RestApi(
+            service, extra_routes or {}, cors, options.rest_api_max_json_depth, request_logs
+        )
         self._http = HttpServer(
             api.handle,
             port=options.rest_api_port,

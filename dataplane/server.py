@@ -24,6 +24,7 @@ from dataplane.info_service import InfoService
 from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
 from dataplane.options import ServerOptions
+from dataplane.request_log import LogSettings, RequestLogger
 from dataplane.rest import ExtraRoute, RestServer
 from dataplane.servable import SessionOptions, load_servable
 from dataplane.transport import Transport, select_transport
@@ -133,7 +134,15 @@ class DataPlane:
             per_model_batching=options.enable_per_model_batching_parameters,
             metrics=self.metrics,
         )
-        self.manager = ModelManager(options, load)
+        self.request_logs = RequestLogger(
+            LogSettings(
+                options.request_log_queue_size,
+                options.request_log_max_file_bytes,
+                options.request_log_max_file_seconds,
+            ),
+            self.metrics.registry,
+        )
+        self.manager = ModelManager(options, load, observers=(self.request_logs,))
         # Each front end runs fast calls on its one dispatcher thread (gRPC's dispatcher, the
         # REST loop); slow ones (and only those) use these.
         self._offload = ThreadPoolExecutor(
@@ -154,7 +163,7 @@ class DataPlane:
         self.rest = None
         if options.rest_api_port:
             ssl = self.tls.ssl_context() if self.tls is not None else None
-            self.rest = RestServer(options, rest_service, routes, ssl)
+            self.rest = RestServer(options, rest_service, routes, ssl, self.request_logs)
         self.grpc_port = 0
 
     def _build_grpc_server(self) -> GrpcServer:
@@ -167,6 +176,7 @@ class DataPlane:
                 self.service.via("GRPC", runs_ready_batches=True),
                 tensor_content,
                 coalesce=self.batching is not None,
+                request_logs=self.request_logs,
             ),
             ModelHandlers(self.manager),
             InfoService(self.manager),
@@ -230,4 +240,5 @@ class DataPlane:
         self._offload.shutdown(wait=True)
         if self.batching is not None:
             self.batching.close()
+        self.request_logs.close(grace_seconds)
         self.manager.shutdown()
