@@ -22,7 +22,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -201,6 +201,7 @@ class RotatingFile:
 
 
 _STOP = object()
+_IDLE_SECONDS = 1.0  # how often an idle writer looks for files to close
 
 
 class RequestLogger:
@@ -212,6 +213,7 @@ class RequestLogger:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, limits.queue_size))
         self._files: dict[tuple[str, str], RotatingFile] = {}
         self._stopped = False
+        self._reconfigured = threading.Event()
         self.written = Counter(
             ":modelplane:request_log_records",
             "Request logs written, by model.",
@@ -232,8 +234,10 @@ class RequestLogger:
         models_logging(config)
 
     def configure(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Take the logging of a config now in force (one atomic swap for the hot path)."""
+        """Take the logging of a config now in force (one atomic swap for the hot path);
+        the writer then closes the files of destinations the config no longer names."""
         self._models = models_logging(config)
+        self._reconfigured.set()
 
     def sampled(self, model: str) -> ModelLogging | None:
         """The model's logging if this request is drawn for a log, else None (cheap)."""
@@ -264,10 +268,17 @@ class RequestLogger:
         """The writer loop: a failing record is logged and counted, never ends the thread."""
         try:
             while True:
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=_IDLE_SECONDS)
+                except queue.Empty:
+                    item = None
                 if item is _STOP:
                     break
-                self._write(*item)
+                if item is not None:
+                    self._write(*item)
+                if self._reconfigured.is_set():
+                    self._reconfigured.clear()
+                    self._close_files(keep={s.destination for s in self._models.values()})
                 if self._queue.empty():
                     self._flush()
         except BaseException:  # pragma: no cover - only a bug in this loop gets here
@@ -299,13 +310,13 @@ class RequestLogger:
             except Exception:
                 log.exception("Cannot flush request log %s", target.path)
 
-    def _close_files(self) -> None:
-        for target in self._files.values():
+    def _close_files(self, keep: Collection[tuple[str, str]] = ()) -> None:
+        for destination in [d for d in self._files if d not in keep]:
+            target = self._files.pop(destination)
             try:
                 target.close()
             except Exception:
                 log.exception("Cannot close request log %s", target.path)
-        self._files.clear()
 
 
 def logging_answer(

@@ -7,6 +7,7 @@ import glob
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -366,3 +367,19 @@ def test_live_grpc_and_rest_requests_are_logged_and_replay_as_warmup(
         assert warm_up(servable, iterations=2) == 4
     finally:
         servable.close()
+
+
+def test_a_new_config_closes_the_files_it_no_longer_names(make_logger, tmp_path: Path) -> None:
+    logger, _ = make_logger()
+    settings = configured(logger, tmp_path / "old")
+    logger.record(settings, "predict", lambda: predict_pair(1.0))
+    moved = configured(logger, tmp_path / "new")
+    logger.record(moved, "predict", lambda: predict_pair(2.0))
+    old_logs = []
+    deadline = time.monotonic() + 30
+    while not old_logs and time.monotonic() < deadline:  # the old file is complete once closed
+        time.sleep(0.05)
+        old_logs = read_tfrecords(f"{tmp_path}/old.*.tfrecord")
+    assert len(old_logs) == 1
+    logger.close()
+    assert len(read_tfrecords(f"{tmp_path}/new.*.tfrecord")) == 1
