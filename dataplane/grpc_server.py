@@ -36,6 +36,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from dataplane.errors import Code, ServingError
+from dataplane.tracing import CURRENT_CALL
 from dataplane.transport import Call, Frontend, Transport, select_transport
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,7 @@ class GrpcServer:
             call.finish(response)
 
     def _answer(self, call: Call, route: Route, request: Message) -> None:
+        CURRENT_CALL.set(call)  # its metadata, for a handler that traces (tracing.py)
         try:
             if route.kind is Kind.STREAM:
                 route.handler(request, ResponseStream(call))

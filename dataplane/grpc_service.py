@@ -50,6 +50,7 @@ from dataplane.info_service import InfoService
 from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
 from dataplane.request_log import RequestLogger, logging_answer, logging_group_answer
+from dataplane.tracing import Tracing
 from modelplane import info_pb2
 
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -194,11 +195,13 @@ class PredictionHandlers:
         tensor_content: bool,
         coalesce: bool = False,
         request_logs: RequestLogger | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._service = service
         self._tensor_content = tensor_content
         self.coalesces = coalesce
         self._logs = request_logs
+        self._tracing = tracing or Tracing.off()
 
     def _logged(self, api: str, model: str, request: Any, answer: Callable) -> Callable:
         """`answer`, recording (request, response) when the request logger samples it."""
@@ -207,16 +210,19 @@ class PredictionHandlers:
         )
 
     def predict(self, request: predict_pb2.PredictRequest) -> Future[predict_pb2.PredictResponse]:
+        traced = self._tracing.begin_call("PredictionService/Predict")
         plan = self._service.predict_plan(
             model_ref(request),
             request.model_spec.signature_name,
-            functools.partial(_decode_inputs, request.inputs, self._service.limits),
+            traced.timed(
+                "decode", functools.partial(_decode_inputs, request.inputs, self._service.limits)
+            ),
             request.output_filter,
         )
         answer = self._logged(
             "predict", request.model_spec.name, request, self._prediction_response
         )
-        return self._service.submit(plan, answer)
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
     def _prediction_response(self, prediction: Prediction) -> predict_pb2.PredictResponse:
         return self._response(prediction.resolved, prediction.outputs)
@@ -296,7 +302,8 @@ class PredictionHandlers:
         answer = self._logged(
             "classify", request.model_spec.name, request, _classification_response
         )
-        return self._service.submit(plan, answer)
+        traced = self._tracing.begin_call("PredictionService/Classify")
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
     def regress(
         self, request: regression_pb2.RegressionRequest
@@ -307,7 +314,8 @@ class PredictionHandlers:
             Examples.from_input(request.input),
         )
         answer = self._logged("regress", request.model_spec.name, request, _regression_response)
-        return self._service.submit(plan, answer)
+        traced = self._tracing.begin_call("PredictionService/Regress")
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
     def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest
@@ -319,7 +327,8 @@ class PredictionHandlers:
         plan = self._service.multi_inference_plan(tasks, Examples.from_input(request.input))
         model = request.tasks[0].model_spec.name if request.tasks else ""
         answer = self._logged("multi_inference", model, request, _multi_inference_response)
-        return self._service.submit(plan, answer)
+        traced = self._tracing.begin_call("PredictionService/MultiInference")
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
     def get_model_metadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest

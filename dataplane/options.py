@@ -79,6 +79,7 @@ class ServerOptions:
     request_log_queue_size: int = 10_000
     request_log_max_file_bytes: int = 64 * 1024 * 1024
     request_log_max_file_seconds: int = 3600
+    tracing_otlp_endpoint: str = ""
     version: bool = False
 
     @property
@@ -137,6 +138,8 @@ _HELP: dict[str, str] = {
     "more are dropped and counted (modelplane)",
     "request_log_max_file_bytes": "Start a new request log file past this size (modelplane)",
     "request_log_max_file_seconds": "Start a new request log file after this long (modelplane)",
+    "tracing_otlp_endpoint": "Send OpenTelemetry traces of inference requests to this OTLP/gRPC "
+    "collector, e.g. http://otel-collector:4317; empty: no tracing (modelplane)",
     "version": "Display version and exit",
 }
 

@@ -27,6 +27,7 @@ from dataplane.options import ServerOptions
 from dataplane.request_log import LogSettings, RequestLogger
 from dataplane.rest import ExtraRoute, RestServer
 from dataplane.servable import SessionOptions, load_servable
+from dataplane.tracing import Tracing
 from dataplane.transport import Transport, select_transport
 from dataplane.transport.tls import TlsConfig, TlsConfigError, read_ssl_config
 from dataplane.warmup import PreparedLoader
@@ -120,7 +121,8 @@ def metrics_routes(
 class DataPlane:
     """One data-plane process: owns the manager and both protocol servers."""
 
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, tracing: Tracing | None = None) -> None:
+        """`tracing`: where spans go (default: --tracing_otlp_endpoint's collector, or none)."""
         self.options = options
         self.metrics = metrics.ServingMetrics()
         self.tls = tls_config(options)
@@ -143,6 +145,8 @@ class DataPlane:
             self.metrics.registry,
         )
         self.manager = ModelManager(options, load, observers=(self.request_logs,))
+        endpoint = options.tracing_otlp_endpoint
+        self.tracing = tracing or (Tracing.to_otlp(endpoint) if endpoint else Tracing.off())
         # Each front end runs fast calls on its one dispatcher thread (gRPC's dispatcher, the
         # REST loop); slow ones (and only those) use these.
         self._offload = ThreadPoolExecutor(
@@ -163,7 +167,9 @@ class DataPlane:
         self.rest = None
         if options.rest_api_port:
             ssl = self.tls.ssl_context() if self.tls is not None else None
-            self.rest = RestServer(options, rest_service, routes, ssl, self.request_logs)
+            self.rest = RestServer(
+                options, rest_service, routes, ssl, self.request_logs, self.tracing
+            )
         self.grpc_port = 0
 
     def _build_grpc_server(self) -> GrpcServer:
@@ -177,6 +183,7 @@ class DataPlane:
                 tensor_content,
                 coalesce=self.batching is not None,
                 request_logs=self.request_logs,
+                tracing=self.tracing,
             ),
             ModelHandlers(self.manager),
             InfoService(self.manager),
@@ -241,4 +248,5 @@ class DataPlane:
         if self.batching is not None:
             self.batching.close()
         self.request_logs.close(grace_seconds)
+        self.tracing.shutdown()
         self.manager.shutdown()
