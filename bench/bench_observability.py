@@ -1,13 +1,15 @@
 """Cost of request logging and tracing: half_plus_two Predict, batch 1, over gRPC (h2load)
 and REST (wrk), with both off, logging at sampling rate 0.01 and 1.0 (TFRecord), and tracing
-on (every request, exported over OTLP/gRPC to a counting collector run by this script).
+at sample ratio 0.1 and 1.0 (exported over OTLP/gRPC to a counting collector run by this
+script).
 
 Each mode gets a fresh `python -m dataplane`; the modes alternate over `--rounds` so a busy
 machine weighs on all of them alike, and the best round of each protocol is printed with its
 ratio to "off". After each run the server is stopped (SIGTERM: the drain flushes the log and
 the spans) and the records on disk and spans received are counted.
 
-    python bench/bench_observability.py [--seconds 3] [--rounds 3] [--concurrency 8]
+    python bench/bench_observability.py [--seconds 3] [--rounds 3 (0: in-process only)]
+        [--concurrency 8]
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import os
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -28,16 +32,31 @@ import grpc
 import numpy as np
 import orjson
 import tensorflow as tf
+from google.protobuf import text_format
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 from bench.harness import Measurement, h2load, wrk
 from dataplane import tensors
+from dataplane.request_log import (
+    LogSettings,
+    RequestLogger,
+    RotatingFile,
+    logging_answer,
+    models_logging,
+    prediction_log,
+)
+from dataplane.tracing import Tracing
 from examples import builders
 from tests.support.processes import free_port, start_dataplane
 
-MODES = ("off", "log 0.01", "log 1.0", "trace")
+MODES = ("off", "log 0.01", "log 1.0", "trace 0.1", "trace 1.0")
 METHOD = "/tensorflow.serving.PredictionService/Predict"
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 class CountingCollector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -92,8 +111,9 @@ def run(
     flags = [f"--model_config_file={write_config(root, base_path, rate, prefix)}"]
     counter, port = collector
     before = counter.spans
-    if mode == "trace":
+    if mode.startswith("trace"):
         flags.append(f"--tracing_otlp_endpoint=http://127.0.0.1:{port}")
+        flags.append(f"--tracing_sample_ratio={mode.split()[1]}")
     server = start_dataplane(*flags, log_dir=root)
     try:
         c, seconds = ARGS.concurrency, ARGS.seconds
@@ -105,8 +125,69 @@ def run(
     return grpc_m, rest_m, records(prefix) + counter.spans - before
 
 
+def per_call_us(fn: Callable[[], object], count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        fn()
+    return (time.perf_counter() - start) / count * 1e6
+
+
+def in_process_costs(root: Path) -> None:
+    """CPU per request of each piece, measured in this process (robust on a busy machine,
+    where the live ratios above swing by tens of percent between runs)."""
+    request = predict_pb2.PredictRequest.FromString(predict_message())
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = "hpt"
+    response.model_spec.version.value = 1
+    tensors.fill_tensor_proto(
+        response.outputs["y"], np.array([2.5], np.float32), as_tensor_content=False
+    )
+    logger = RequestLogger(LogSettings(), CollectorRegistry())
+    config = text_format.Parse(
+        write_config(root, "/m", 0.01, root / "micro" / "hpt").read_text(),
+        model_server_config_pb2.ModelServerConfig(),
+    )
+    logger.configure(config)
+    settings = models_logging(config)["hpt"]
+
+    def answer(result: object) -> object:
+        return response
+
+    def pair(result: object, reply: object) -> tuple:
+        return request, reply
+
+    off = per_call_us(lambda: logging_answer(None, "hpt", "predict", answer, pair)(1), 200_000)
+    drawn = per_call_us(lambda: logging_answer(logger, "hpt", "predict", answer, pair)(1), 200_000)
+    logger.close()
+    target = RotatingFile(settings, LogSettings())
+    write = per_call_us(
+        lambda: target.write(prediction_log(settings, "predict", (request, response), 0.0)),
+        20_000,
+    )
+    target.close()
+    tracing = Tracing(BatchSpanProcessor(InMemorySpanExporter()))
+
+    def traced() -> None:
+        trace = tracing.begin("PredictionService/Predict", [("traceparent", TRACEPARENT)])
+        trace.timed("decode", answer)(1)
+        future: Future[object] = Future()
+        trace.submit(lambda: future)
+        trace.answer(answer)(1)
+        future.set_result(response)
+
+    trace_us = per_call_us(traced, 20_000)
+    tracing.shutdown()
+    print("in-process CPU per request (us):")
+    print(f"  request path, logging off {off:.2f}; logging at 0.01 {drawn:.2f}")
+    print(f"  writer, one PredictionLog built, serialized, written (rate 1.0) {write:.1f}")
+    print(f"  tracing: stamps + 4 spans made and queued for export {trace_us:.1f}")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        in_process_costs(Path(tmp))
+        if not ARGS.rounds:
+            return  # --rounds 0: the in-process figures only
         root = Path(tmp)
         base_path = str(root / "hpt")
         builders.build_half_plus_two_tf1(base_path, 1)

@@ -80,6 +80,7 @@ class ServerOptions:
     request_log_max_file_bytes: int = 64 * 1024 * 1024
     request_log_max_file_seconds: int = 3600
     tracing_otlp_endpoint: str = ""
+    tracing_sample_ratio: float = 1.0
     version: bool = False
 
     @property
@@ -140,6 +141,8 @@ _HELP: dict[str, str] = {
     "request_log_max_file_seconds": "Start a new request log file after this long (modelplane)",
     "tracing_otlp_endpoint": "Send OpenTelemetry traces of inference requests to this OTLP/gRPC "
     "collector, e.g. http://otel-collector:4317; empty: no tracing (modelplane)",
+    "tracing_sample_ratio": "Share of requests without a traceparent that are traced; a "
+    "request with one follows its sampled flag (modelplane)",
     "version": "Display version and exit",
 }
 
@@ -204,6 +207,8 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
     for name in _NON_NEGATIVE:
         if getattr(namespace, name) < 0:
             parser.error(f"--{name} must be >= 0")
+    if not 0.0 <= namespace.tracing_sample_ratio <= 1.0:
+        parser.error("--tracing_sample_ratio must be in [0, 1]")
     if namespace.grpc_transport not in TRANSPORTS:
         parser.error(f"--grpc_transport must be one of {', '.join(TRANSPORTS)}")
     return ServerOptions(**vars(namespace))

@@ -145,8 +145,11 @@ class DataPlane:
             self.metrics.registry,
         )
         self.manager = ModelManager(options, load, observers=(self.request_logs,))
-        endpoint = options.tracing_otlp_endpoint
-        self.tracing = tracing or (Tracing.to_otlp(endpoint) if endpoint else Tracing.off())
+        self.tracing = tracing or (
+            Tracing.to_otlp(options.tracing_otlp_endpoint, options.tracing_sample_ratio)
+            if options.tracing_otlp_endpoint
+            else Tracing.off()
+        )
         # Each front end runs fast calls on its one dispatcher thread (gRPC's dispatcher, the
         # REST loop); slow ones (and only those) use these.
         self._offload = ThreadPoolExecutor(

@@ -16,6 +16,7 @@ to the batch thread).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
@@ -39,6 +40,17 @@ _ACTIVE: ContextVar[RequestTrace | None] = ContextVar("request_trace", default=N
 # `metadata` carries the client's traceparent.
 CURRENT_CALL: ContextVar[Any] = ContextVar("current_call", default=None)
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def _sampled(traceparent: str | None, ratio: float) -> bool:
+    """The caller's decision (the last byte of a well-formed traceparent: trace-flags, bit 0
+    sampled), else a draw at `ratio`."""
+    if traceparent is not None and len(traceparent) == 55 and traceparent[52] == "-":
+        try:
+            return bool(int(traceparent[53:], 16) & 1)
+        except ValueError:
+            pass
+    return random.random() < ratio
 
 
 def active() -> RequestTrace | None:
@@ -121,7 +133,10 @@ Traced = RequestTrace | _NoTrace  # what a front end threads through one request
 class Tracing:
     """The process's tracer; `Tracing.off()` traces nothing at (almost) no cost."""
 
-    def __init__(self, processor: SpanProcessor | None) -> None:
+    def __init__(self, processor: SpanProcessor | None, sample_ratio: float = 1.0) -> None:
+        """`sample_ratio`: the share of requests without a `traceparent` that are traced; a
+        request with one follows its caller's sampled flag (W3C trace-flags)."""
+        self._ratio = sample_ratio
         self._provider: TracerProvider | None = None
         self._tracer: trace.Tracer | None = None
         if processor is not None:
@@ -135,12 +150,12 @@ class Tracing:
         return cls(None)
 
     @classmethod
-    def to_otlp(cls, endpoint: str) -> Tracing:
+    def to_otlp(cls, endpoint: str, sample_ratio: float = 1.0) -> Tracing:
         """Spans batched to an OTLP/gRPC collector (e.g. `http://otel-collector:4317`)."""
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporter: SpanExporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
-        return cls(BatchSpanProcessor(exporter))
+        return cls(BatchSpanProcessor(exporter), sample_ratio)
 
     @property
     def enabled(self) -> bool:
@@ -148,10 +163,15 @@ class Tracing:
 
     def begin(self, name: str, headers: Iterable[tuple[str, str]] | None) -> Traced:
         """A trace for one request, parented by its `traceparent` (`headers`: lower-case
-        name/value pairs); NO_TRACE when tracing is off."""
+        name/value pairs); NO_TRACE when tracing is off or the request is not sampled
+        (making spans costs tens of microseconds each in the Python SDK: sampling is the
+        remedy)."""
         if self._tracer is None:
             return NO_TRACE
-        return RequestTrace(self, name, dict(headers or ()))
+        carrier = dict(headers or ())
+        if not _sampled(carrier.get("traceparent"), self._ratio):
+            return NO_TRACE
+        return RequestTrace(self, name, carrier)
 
     def begin_call(self, name: str) -> Traced:
         """`begin` for the gRPC call the dispatcher is handling in this thread."""

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from dataplane.options import ServerOptions
+from dataplane.options import ServerOptions, parse_options
 from dataplane.server import DataPlane
 from dataplane.tracing import NO_TRACE, Tracing
 from tests.support.processes import free_port
@@ -145,3 +145,24 @@ def test_a_failed_request_is_an_error_span(traced_dataplane) -> None:
     root, _ = spans_of(exporter, "RestApi/predict")
     assert root.status.status_code.name == "ERROR"
     assert "nope" in root.status.description
+
+
+def test_sampling_follows_the_callers_flag_else_the_ratio() -> None:
+    exporter = InMemorySpanExporter()
+    never = Tracing(SimpleSpanProcessor(exporter), sample_ratio=0.0)
+    unsampled_parent = f"00-{TRACE_ID}-{PARENT_ID}-00"
+    assert never.begin("x", [("traceparent", unsampled_parent)]) is NO_TRACE
+    assert never.begin("x", []) is NO_TRACE
+    assert never.begin("x", [("traceparent", TRACEPARENT)]) is not NO_TRACE
+    always = Tracing(SimpleSpanProcessor(exporter), sample_ratio=1.0)
+    assert always.begin("x", [("traceparent", unsampled_parent)]) is NO_TRACE
+    assert always.begin("x", [("traceparent", "garbage")]) is not NO_TRACE
+    half = Tracing(SimpleSpanProcessor(exporter), sample_ratio=0.5)
+    drawn = sum(half.begin("x", []) is not NO_TRACE for _ in range(4000))
+    assert 1700 <= drawn <= 2300
+
+
+def test_the_sample_ratio_flag_is_bounded() -> None:
+    assert parse_options(["--tracing_sample_ratio=0.1"]).tracing_sample_ratio == 0.1
+    with pytest.raises(SystemExit):
+        parse_options(["--tracing_sample_ratio=1.5"])
