@@ -50,8 +50,9 @@ def main(argv: list[str]) -> int:
 
 
 def _failed_to_start(error: Exception) -> int:
-    """tensorflow_model_server's last words: on stdout, and exit status -1 (255)."""
-    print(f"Failed to start server. Error: {error}", flush=True)
+    """tensorflow_model_server's last words and exit status -1 (255), as one line on stderr
+    (TF Serving writes it to stdout; stderr is where supervisors look for why a start failed)."""
+    print(f"Failed to start server. Error: {error}", file=sys.stderr, flush=True)
     return 255
 
 

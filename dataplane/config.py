@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2 as msc_pb2
@@ -165,6 +165,25 @@ def _check_base_path(model: ModelConfig) -> None:
         raise ConfigError(
             f"Expected model {model.name} to have an absolute path or URI; got base_path()={path}"
         )
+
+
+def check_confined(config: ModelServerConfig, prefixes: Sequence[str]) -> None:
+    """Raise ConfigError if a model's base_path lies outside every prefix (none: no limit).
+
+    Both sides are resolved first (`..`, symlinks), so neither `/models/../etc` nor a link
+    under /models pointing elsewhere gets out. What the path holds may still change later;
+    whoever can write under a prefix decides what is served there (docs/security.md).
+    """
+    if not prefixes:
+        return
+    roots = [os.path.realpath(prefix) for prefix in prefixes]
+    for model in config.model_config_list.config:
+        resolved = os.path.realpath(model.base_path)
+        if not any(os.path.commonpath((root, resolved)) == root for root in roots):
+            raise ConfigError(
+                f"Model {model.name} has base_path {model.base_path} (resolved: {resolved}), "
+                f"outside the allowed prefixes {','.join(prefixes)} (--model_base_path_prefixes)"
+            )
 
 
 def _check_platforms_unchanged(old: Iterable[ModelConfig], new: Iterable[ModelConfig]) -> None:

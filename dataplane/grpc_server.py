@@ -10,8 +10,13 @@ against grpc.aio on this machine it doubles throughput and halves p99 (docs/perf
 Handlers are plain functions of the request. A handler that cannot answer at once (a batched or
 offloaded model call) returns a Future; the answer is written from the thread that completes
 it, and a call the client cancels cancels that Future (so a batch drops the caller). Handlers
-that block (a config reload) run on a small pool; server-streaming handlers get a
+that block run on a small pool (a config reload instead queues on its own thread and
+returns a Future: reload_queue.py); server-streaming handlers get a
 `ResponseStream` and write to it from their own thread.
+
+Before a request is decoded, a call whose deadline has passed while it queued is answered
+DEADLINE_EXCEEDED, and a call to an `admin` route must carry the admin credential
+(admin_auth.py), or it is answered UNAUTHENTICATED.
 
 A route may also *coalesce*: the unary calls to it that one wake-up takes are offered to its
 coalescer together, which may answer several with one piece of work (a `Joint`: with
@@ -35,6 +40,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from dataplane.admin_auth import DENIED, OPEN, AdminAuth
 from dataplane.errors import Code, ServingError
 from dataplane.tracing import CURRENT_CALL
 from dataplane.transport import Call, Frontend, Transport, select_transport
@@ -70,6 +76,7 @@ class Route:
     handler: Callable[..., Any]
     kind: Kind
     coalesce: Coalescer | None = None  # only for UNARY routes
+    admin: bool = False  # needs the admin credential (admin_auth.py) when one is configured
 
 
 Routes = Mapping[str, Route]
@@ -80,6 +87,7 @@ def service_routes(
     handlers: Mapping[str, Callable[..., Any]],
     blocking: Collection[str] = (),
     coalescers: Mapping[str, Coalescer] | None = None,
+    admin: Collection[str] = (),
 ) -> dict[str, Route]:
     """Routes for one service of an official proto: request types and streaming kinds come
     from its descriptor, so a handler can only be bound to a method that exists."""
@@ -97,7 +105,8 @@ def service_routes(
         if coalesce is not None and kind is not Kind.UNARY:
             raise ValueError(f"{service.full_name}.{name} is not unary; it cannot coalesce")
         request_type = message_factory.GetMessageClass(method.input_type)
-        routes[f"/{service.full_name}/{name}"] = Route(request_type, handler, kind, coalesce)
+        path = f"/{service.full_name}/{name}"
+        routes[path] = Route(request_type, handler, kind, coalesce, admin=name in admin)
     return routes
 
 
@@ -131,12 +140,15 @@ class GrpcServer:
         blocking_workers: int,
         spin_microseconds: int = 0,
         transport: Transport | None = None,
+        admin_auth: AdminAuth = OPEN,
     ) -> None:
         """`spin_microseconds`: how long the dispatcher polls for a next call, under light
         load, before it sleeps (native/grpc_frontend.cpp, CallQueue::take_all says why).
-        `transport`: the module serving the calls (--grpc_transport; default: native)."""
+        `transport`: the module serving the calls (--grpc_transport; default: native).
+        `admin_auth`: who may call the routes marked `admin` (open by default, as TF Serving)."""
         self._transport = transport or select_transport()
         self._routes = dict(routes)
+        self._admin_auth = admin_auth
         self._channel_args = list(channel_args)
         self._spin_microseconds = spin_microseconds
         self._pool = ThreadPoolExecutor(max_workers=blocking_workers, thread_name_prefix="grpc")
@@ -191,9 +203,15 @@ class GrpcServer:
             if waiting is not None:
                 waiting.cancel()
             return None
+        if call.expired:  # its client no longer waits: running it would be wasted work
+            call.abort(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            return None
         route = self._routes.get(call.method)
         if route is None:
             call.abort(Code.UNIMPLEMENTED, f"Method not found: {call.method}")
+            return None
+        if route.admin and not self._admin_auth.allows(call.metadata, call.client_verified):
+            call.abort(Code.UNAUTHENTICATED, DENIED)
             return None
         try:
             return route, route.request_type.FromString(call.request)

@@ -32,6 +32,7 @@ from tensorflow_serving.apis import (
 
 from dataplane import errors, tensors
 from dataplane.batching import split_outputs
+from dataplane.config import ModelServerConfig
 from dataplane.errors import Code, ServingError
 from dataplane.grpc_server import Joint, Routes, service_routes
 from dataplane.health import HealthService
@@ -49,6 +50,7 @@ from dataplane.inference import (
 from dataplane.info_service import InfoService
 from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
+from dataplane.reload_queue import ReloadQueue
 from dataplane.request_log import RequestLogger, logging_answer, logging_group_answer
 from dataplane.tracing import Tracing
 from modelplane import info_pb2
@@ -82,10 +84,12 @@ def serving_routes(
                 "GetModelStatus": models.get_model_status,
                 "HandleReloadConfigRequest": models.handle_reload_config_request,
             },
-            blocking={"HandleReloadConfigRequest"},
+            admin={"HandleReloadConfigRequest"},
         ),
         **service_routes(
-            info_pb2.DESCRIPTOR.services_by_name["DataPlaneInfo"], {"GetInfo": info.get_info}
+            info_pb2.DESCRIPTOR.services_by_name["DataPlaneInfo"],
+            {"GetInfo": info.get_info},
+            admin={"GetInfo"},  # every modelplane.* method is an admin call
         ),
     }
     if health is not None:
@@ -413,10 +417,16 @@ def _per_input(
 
 
 class ModelHandlers:
-    """tensorflow.serving.ModelService's calls: status and whole-config reloads."""
+    """tensorflow.serving.ModelService's calls: status and whole-config reloads.
 
-    def __init__(self, manager: ModelManager) -> None:
+    Reloads go through a bounded queue (reload_queue.py): the dispatcher gets a Future at
+    once, and a caller who leaves before its turn cancels it."""
+
+    def __init__(
+        self, manager: ModelManager, reloads: ReloadQueue[model_management_pb2.ReloadConfigResponse]
+    ) -> None:
         self._manager = manager
+        self._reloads = reloads
 
     def get_model_status(
         self, request: get_model_status_pb2.GetModelStatusRequest
@@ -436,10 +446,11 @@ class ModelHandlers:
 
     def handle_reload_config_request(
         self, request: model_management_pb2.ReloadConfigRequest
-    ) -> model_management_pb2.ReloadConfigResponse:
+    ) -> Future[model_management_pb2.ReloadConfigResponse]:
         """A refused or failed reload is the call's own status, as model_service_impl.cc
         answers it (gRPC sends no response message with an error status, so a client sees
-        the code and message on the RPC); a reload that worked answers an OK `status`."""
+        the code and message on the RPC); a reload that worked answers an OK `status`.
+        Reloads queue (bounded) behind the one being applied."""
         if request.config.WhichOneof("config") != "model_config_list":
             # An empty or custom config is no reload (a config file or the first config at
             # startup may be empty; a reload request may not).
@@ -447,7 +458,10 @@ class ModelHandlers:
                 "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
                 "ModelConfigList is currently supported"
             )
-        report = self._manager.apply_config(request.config)
+        return self._reloads.submit(functools.partial(self._reload, request.config))
+
+    def _reload(self, config: ModelServerConfig) -> model_management_pb2.ReloadConfigResponse:
+        report = self._manager.apply_config(config)
         if report.code is not Code.OK:
             raise ServingError(report.code, report.message)
         response = model_management_pb2.ReloadConfigResponse()

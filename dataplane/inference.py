@@ -31,6 +31,7 @@ from dataplane import errors, tracing
 from dataplane.errors import Code, ServingError
 from dataplane.limits import DEFAULT_LIMITS, RequestLimits
 from dataplane.manager import ModelManager
+from dataplane.metrics import UNKNOWN_MODEL
 from dataplane.servable import Servable, Signature
 from dataplane.signatures import TensorSpec, datatype_of
 
@@ -341,8 +342,21 @@ class InferenceService:
             elapsed = time.perf_counter() - start
             if requests == 1 or status is Code.OK:
                 self._metrics.record_request(
-                    ref.name, version, api, status, elapsed, self._entrypoint, requests
+                    self._model_label(ref.name, version),
+                    version,
+                    api,
+                    status,
+                    elapsed,
+                    self._entrypoint,
+                    requests,
                 )
+
+    def _model_label(self, name: str, version: int | None) -> str:
+        """A served or configured model's own name; any other name (a client's typo or a
+        flood of random ones) shares UNKNOWN_MODEL, so metrics stay bounded."""
+        if version is not None or self.manager.is_configured(name):
+            return name
+        return UNKNOWN_MODEL
 
     def run(self, plan: Plan[Result]) -> Result:
         """Drive a plan with blocking model calls, in the caller's thread (warmup)."""

@@ -31,6 +31,7 @@ from dataplane import errors, memory
 from dataplane.config import (
     ConfigError,
     ModelServerConfig,
+    check_confined,
     models_by_name,
     read_config_file,
     validate,
@@ -165,6 +166,7 @@ class ModelManager:
         self._models: dict[str, _Model] = {}
         self._reload_lock = threading.Lock()
         self._config: ModelServerConfig | None = None
+        self._configured: frozenset[str] = frozenset()  # the names self._config lists
         self._applied_ms = 0
         self._file_config: ModelServerConfig | None = None
         self._pollers: list[Poller] = []
@@ -237,6 +239,11 @@ class ModelManager:
         with self._lock:
             return sorted(models_by_name(self._config))
 
+    def is_configured(self, name: str) -> bool:
+        """Whether the config in force lists `name`. Lock-free (the set is replaced whole),
+        as it is asked on the request path."""
+        return name in self._configured
+
     def current_config(self) -> tuple[ModelServerConfig | None, int]:
         """The config in force and when it was applied (unix ms; 0 before the first)."""
         with self._lock:
@@ -265,6 +272,7 @@ class ModelManager:
         validate(config, self._config)
         for observer in self._observers:
             observer.check(config)
+        check_confined(config, self._options.base_path_prefixes)
         if not self._options.allow_version_labels and any(
             m.version_labels for m in config.model_config_list.config
         ):
@@ -311,6 +319,7 @@ class ModelManager:
             self._models[name].labels = {}
             self._set_aspired(name, {}, staged=False)
         self._config = plan.config
+        self._configured = frozenset(models_by_name(plan.config))
         self._applied_ms = int(self._clock() * 1000)
         for observer in self._observers:
             observer.configure(plan.config)
@@ -367,9 +376,9 @@ class ModelManager:
             return
         if config == self._file_config:
             return
-        self._file_config = config
         report = self.apply_config(config)
         if report.code is Code.OK:
+            self._file_config = config  # a failed one is tried again at the next poll
             log.info("Applied %s: %s", self._options.model_config_file, dict(report.models))
         else:
             log.error("Keeping the running config: %s", report.message)
@@ -421,6 +430,8 @@ class ModelManager:
                     slot.restart(path)
                 if slot.state is not VersionState.AVAILABLE:
                     slot.staged = staged
+            elif staged and slot.state is VersionState.LOADING:
+                slot.staged = True  # a reload waits for it now: no more retries
         self._manage(model)
 
     def _manage(self, model: _Model) -> None:
@@ -449,7 +460,13 @@ class ModelManager:
     def _load_with_retries(
         self, name: str, version: int, slot: _Version
     ) -> Servable | ServingError:
-        """Up to 1 + max_num_load_retries attempts; stops early once the version is unaspired."""
+        """Up to 1 + max_num_load_retries attempts; stops early once the version is unaspired.
+
+        A staged version (one a reload waits for) is not retried: with TF Serving's
+        defaults the retries hold a reload, its caller and every reload queued behind it
+        for five minutes, past any caller's deadline. Its failure rolls the reload back at
+        once with the load error; the caller (or the next config-file poll) tries again.
+        """
         attempts = 1 + max(self._options.max_num_load_retries, 0)
         interval_s = self._options.load_retry_interval_micros / 1e6
         error = ServingError(Code.CANCELLED, "Load cancelled")
@@ -470,9 +487,17 @@ class ModelManager:
                 attempts,
                 error.message,
             )
-            if attempt < attempts and slot.cancel.wait(interval_s):
+            if attempt < attempts and self._no_more_attempts(slot, interval_s):
                 break
         return error
+
+    def _no_more_attempts(self, slot: _Version, interval_s: float) -> bool:
+        """Wait out the retry interval; True, at once, when the version is no longer aspired
+        or a reload now waits for it (it became staged)."""
+        with self._lock:
+            return self._changed.wait_for(
+                lambda: slot.cancel.is_set() or slot.staged, timeout=interval_s
+            )
 
     def _unload_worker(self, model: _Model, version: int, slot: _Version) -> None:
         """Runs on an unload thread: waits for the last lease, closes, gives memory back."""

@@ -8,6 +8,10 @@ model version and status on every request, loads and unloads, batch sizes) lives
 `:modelplane:` in seconds. Each data plane owns its own registry, so tests and several planes
 in one process never share counters.
 
+Label values come from requests only where they are bounded: a model name gets its own value
+only if the config in force lists it (or a version of it answered); any other name a client
+sends is recorded as `UNKNOWN_MODEL`, so clients cannot grow the page without end.
+
 TF Serving exports counters without prometheus-client's `_total` suffix; `ExactCounter` writes
 those lines itself so a query for `:tensorflow:serving:request_count` finds them unchanged.
 """
@@ -26,6 +30,7 @@ from dataplane import errors
 from dataplane.errors import Code
 from modelplane import monitoring_pb2
 
+UNKNOWN_MODEL = "__unknown__"  # the model_name of requests naming no configured model
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_PATH = "/monitoring/prometheus/metrics"  # TF Serving's PrometheusExporter::kPrometheusPath
 

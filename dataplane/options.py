@@ -81,11 +81,19 @@ class ServerOptions:
     request_log_max_file_seconds: int = 3600
     tracing_otlp_endpoint: str = ""
     tracing_sample_ratio: float = 1.0
+    admin_token_file: str = ""
+    model_base_path_prefixes: str = ""
+    max_queued_reloads: int = 2
     version: bool = False
 
     @property
     def tags(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.saved_model_tags.split(",") if t.strip())
+
+    @property
+    def base_path_prefixes(self) -> tuple[str, ...]:
+        """--model_base_path_prefixes as a tuple; empty: base paths are not confined."""
+        return tuple(p.strip() for p in self.model_base_path_prefixes.split(",") if p.strip())
 
     @property
     def offload_threads(self) -> int:
@@ -143,6 +151,13 @@ _HELP: dict[str, str] = {
     "collector, e.g. http://otel-collector:4317; empty: no tracing (modelplane)",
     "tracing_sample_ratio": "Share of requests without a traceparent that are traced; a "
     "request with one follows its sampled flag (modelplane)",
+    "admin_token_file": "File holding the token admin calls (HandleReloadConfigRequest, "
+    "modelplane.*) must send as 'authorization: Bearer <token>'; empty: admin calls are open, "
+    "as in TF Serving (modelplane extension; docs/security.md)",
+    "model_base_path_prefixes": "Comma-separated directories every model base_path must lie "
+    "under (after resolving '..' and symlinks); empty: any path (modelplane extension)",
+    "max_queued_reloads": "HandleReloadConfigRequest calls that may wait behind the one being "
+    "applied; more are refused with UNAVAILABLE at once (modelplane extension)",
     "version": "Display version and exit",
 }
 
@@ -155,6 +170,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 _NON_NEGATIVE = (
     "grpc_dispatcher_spin_micros",
     "grpc_max_pending_calls",
+    "max_queued_reloads",
     "rest_api_timeout_in_ms",
     "rest_api_max_body_bytes",
     "rest_api_max_json_depth",

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dataplane import config as model_config
 from dataplane import metrics
+from dataplane.admin_auth import OPEN_WARNING, AdminTokenError, read_admin_auth
 from dataplane.batching import BatchingConfig, BatchingRunner, read_batching_config
 from dataplane.errors import Code, ServingError
 from dataplane.grpc_server import GrpcServer
@@ -24,6 +25,7 @@ from dataplane.info_service import InfoService
 from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
 from dataplane.options import ServerOptions
+from dataplane.reload_queue import ReloadQueue
 from dataplane.request_log import LogSettings, RequestLogger
 from dataplane.rest import ExtraRoute, RestServer
 from dataplane.servable import SessionOptions, load_servable
@@ -164,6 +166,7 @@ class DataPlane:
             limits=RequestLimits(options.max_request_elements, options.max_response_elements),
         )
         self.health = HealthService(self.manager)
+        self._reloads: ReloadQueue = ReloadQueue(options.max_queued_reloads)
         self._grpc = self._build_grpc_server()
         routes = metrics_routes(options, self.metrics)
         rest_service = self.service.via("REST")
@@ -178,8 +181,14 @@ class DataPlane:
     def _build_grpc_server(self) -> GrpcServer:
         """Fast inference runs on the dispatcher thread (batches too, when they need not
         wait), other batched calls complete by callback, slow model calls use the shared
-        offload pool; reloads get their own."""
+        offload pool; reloads queue on their own thread."""
         tensor_content = self.options.enable_serialization_as_tensor_content
+        try:
+            admin_auth = read_admin_auth(self.options.admin_token_file)
+        except AdminTokenError as exc:
+            raise StartupError(str(exc)) from None
+        if admin_auth.open:
+            log.warning(OPEN_WARNING)
         routes = serving_routes(
             PredictionHandlers(
                 self.service.via("GRPC", runs_ready_batches=True),
@@ -188,7 +197,7 @@ class DataPlane:
                 request_logs=self.request_logs,
                 tracing=self.tracing,
             ),
-            ModelHandlers(self.manager),
+            ModelHandlers(self.manager, self._reloads),
             InfoService(self.manager),
             self.health if self.options.enable_grpc_healthcheck_service else None,
         )
@@ -198,6 +207,7 @@ class DataPlane:
             blocking_workers=2,
             spin_microseconds=self.options.grpc_dispatcher_spin_micros,
             transport=grpc_transport(self.options, self.tls),
+            admin_auth=admin_auth,
         )
 
     def start(self) -> None:
@@ -247,6 +257,7 @@ class DataPlane:
         rest_stopped.start()
         self._grpc.stop(grace_seconds)
         rest_stopped.join()
+        self._reloads.close()
         self._offload.shutdown(wait=True)
         if self.batching is not None:
             self.batching.close()

@@ -112,6 +112,7 @@ struct CallState {
   std::uint64_t id = 0;
   std::string method;
   std::string request;
+  std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
   Outbox* outbox = nullptr;  // owned by the Frontend, which outlives every call
 };
 
@@ -245,6 +246,20 @@ class RpcCall {
   void write() { stream_.Write(state_->write_buffer, &written_); }
   void finish(const grpc::Status& status) { stream_.Finish(status, &finished_); }
 
+  // The request's ASCII metadata (admin calls carry their credential there); binary ("-bin")
+  // entries are left out, and gRPC hands keys over lower-case. Copied only when Python asks
+  // (admin calls), not for every call; the caller holds the CallState's lock, so the call
+  // cannot be deleted meanwhile, and gRPC no longer changes this map once the call started.
+  std::vector<std::pair<std::string, std::string>> metadata() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [key, value] : context_.client_metadata()) {
+      const std::string name(key.data(), key.size());
+      if (name.size() >= 4 && name.compare(name.size() - 4, 4, "-bin") == 0) continue;
+      out.emplace_back(name, std::string(value.data(), value.size()));
+    }
+    return out;
+  }
+
  private:
   explicit RpcCall(const Intake& intake)
       : intake_(intake), stream_(&context_), state_(std::make_shared<CallState>()) {
@@ -269,6 +284,7 @@ class RpcCall {
     expect(intake_);  // the next call
     state_->id = intake_.next_id->fetch_add(1) + 1;
     state_->method = context_.method();
+    state_->deadline = context_.deadline();
     stream_.Read(&request_, &read_);
   }
 
@@ -548,6 +564,19 @@ PYBIND11_MODULE(_grpc_frontend, m) {
       .def_property_readonly("method", [](const CallState& c) { return c.method; })
       .def_property_readonly("request", [](const CallState& c) { return py::bytes(c.request); })
       .def_property_readonly("cancelled", [](const CallState& c) { return c.cancelled.load(); })
+      .def_property_readonly("metadata",
+                             [](CallState& c) {
+                               std::lock_guard<std::mutex> lock(c.mu);  // keeps `rpc` alive
+                               return c.rpc != nullptr
+                                          ? c.rpc->metadata()
+                                          : std::vector<std::pair<std::string, std::string>>{};
+                             })
+      // No TLS on this transport yet, so no client certificate is ever verified.
+      .def_property_readonly("client_verified", [](const CallState&) { return false; })
+      .def_property_readonly("expired",
+                             [](const CallState& c) {
+                               return std::chrono::system_clock::now() >= c.deadline;
+                             })
       .def("finish", [](CallState& c, const py::bytes& response) {
         return finish(c, std::string(response));
       })

@@ -10,6 +10,7 @@ from google.protobuf import text_format
 from dataplane.config import (
     ConfigError,
     ModelServerConfig,
+    check_confined,
     initial_config,
     read_config_file,
     validate,
@@ -205,3 +206,64 @@ def test_label_on_a_version_the_specific_policy_never_serves() -> None:
 
 def test_empty_config_is_valid() -> None:
     validate(ModelServerConfig(), parse(GOOD))
+
+
+# ------------------------------------------------------------------ --model_base_path_prefixes
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> tuple[Path, Path]:
+    """`models` (the allowed prefix, holding a model and a link out) and `outside`."""
+    models, outside = tmp_path / "models", tmp_path / "outside"
+    (models / "a").mkdir(parents=True)
+    (outside / "b").mkdir(parents=True)
+    (models / "escape").symlink_to(outside / "b")
+    (tmp_path / "models-2").mkdir()
+    return models, outside
+
+
+def confined_error(base_path: Path | str, prefixes: list[str]) -> ConfigError:
+    with pytest.raises(ConfigError) as raised:
+        check_confined(one_model(f'name: "m" base_path: "{base_path}"'), prefixes)
+    return raised.value
+
+
+def test_a_base_path_under_a_prefix_is_allowed(roots: tuple[Path, Path], tmp_path: Path) -> None:
+    models, _ = roots
+    check_confined(one_model(f'name: "m" base_path: "{models / "a"}"'), [str(models)])
+    check_confined(one_model(f'name: "m" base_path: "{models}"'), [str(models)])
+    check_confined(one_model(f'name: "m" base_path: "{models}/a/../a"'), [f"{models}/"])
+    # a prefix that is itself a link counts by where it leads
+    (tmp_path / "link-to-models").symlink_to(models)
+    check_confined(
+        one_model(f'name: "m" base_path: "{models / "a"}"'), [f"{tmp_path}/link-to-models"]
+    )
+
+
+@pytest.mark.parametrize(
+    "escape",
+    ["../outside/b", "escape", "a/../../outside/b", "../models-2", "/etc"],
+    ids=["dotdot", "symlink", "inner-dotdot", "sibling-with-same-start", "elsewhere"],
+)
+def test_a_base_path_outside_every_prefix_is_refused(
+    roots: tuple[Path, Path], tmp_path: Path, escape: str
+) -> None:
+    models, _ = roots
+    base_path = escape if escape.startswith("/") else f"{models}/{escape}"
+    prefixes = [str(models), str(tmp_path / "data")]
+    error = confined_error(base_path, prefixes)
+    assert error.code is Code.INVALID_ARGUMENT
+    assert error.message.startswith(f"Model m has base_path {base_path} (resolved: ")
+    assert error.message.endswith(
+        f"outside the allowed prefixes {models},{tmp_path / 'data'} (--model_base_path_prefixes)"
+    )
+
+
+def test_without_prefixes_any_path_is_allowed() -> None:
+    check_confined(one_model('name: "m" base_path: "/etc"'), [])
+
+
+def test_the_prefixes_flag_is_a_comma_list() -> None:
+    options = ServerOptions(model_base_path_prefixes=" /models, /data ,,")
+    assert options.base_path_prefixes == ("/models", "/data")
+    assert ServerOptions().base_path_prefixes == ()

@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from dataplane import errors
+from dataplane.admin_auth import DENIED, AdminAuth
 from dataplane.grpc_server import GrpcServer, Joint, Kind, ResponseStream, service_routes
 from dataplane.options import ServerOptions
 from dataplane.transport import TRANSPORTS, Transport, select_transport
@@ -474,3 +475,77 @@ def test_cancels_deadlines_streams_and_late_answers_around_a_stop_all_end_cleanl
                 assert call.exception().code() in ENDED_EARLY
         for stream in streams:
             stream.cancel()
+
+
+# ------------------------------------------------------------------------ admin calls, deadlines
+
+
+def test_admin_routes_need_the_token_and_the_others_stay_open(transport) -> None:
+    handlers = Handlers()
+    routes = service_routes(
+        HEALTH, {"Check": handlers.check, "Watch": handlers.watch}, admin={"Check"}
+    )
+    assert routes[CHECK].admin and not routes[WATCH].admin
+    server = GrpcServer(routes, [], 2, transport=transport, admin_auth=AdminAuth(b"tok"))
+    port = server.start(["127.0.0.1:0"])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            check = unary(channel)
+            for metadata in [(), (("authorization", "Bearer nope"),)]:
+                code, details = code_and_details(
+                    lambda m=metadata: check(Request(service="ok"), metadata=m, timeout=5)
+                )
+                assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED, DENIED)
+            assert handlers.threads == []  # refused before the handler ran
+            right = (("authorization", "Bearer tok"),)
+            assert check(Request(service="ok"), metadata=right, timeout=5).status == 1
+            watch = channel.unary_stream(WATCH, Request.SerializeToString, Response.FromString)
+            assert len(list(watch(Request(), timeout=5))) == 3  # no token needed
+    finally:
+        server.stop(0)
+    assert len(handlers.threads) == 1
+
+
+def test_metadata_reaches_the_dispatcher_without_binary_entries(transport) -> None:
+    seen: list[list[tuple[str, str]]] = []
+    server, port = start_server(service_routes(HEALTH, {"Check": lambda r: Response()}), transport)
+    original = server._decode  # observe the transport's Call as the dispatcher gets it
+
+    def decode(call):  # type: ignore[no-untyped-def]
+        seen.append(call.metadata)
+        assert call.client_verified is False and call.expired is False
+        return original(call)
+
+    server._decode = decode  # type: ignore[method-assign]
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            metadata = (("x-plain", "Value 1"), ("x-data-bin", b"\x00\xff"))
+            unary(channel)(Request(), metadata=metadata, timeout=5)
+    finally:
+        server.stop(0)
+    assert ("x-plain", "Value 1") in seen[0]
+    assert not any(key.endswith("-bin") for key, _ in seen[0])
+
+
+def test_a_call_whose_deadline_passed_while_queued_is_dropped_before_it_runs(transport) -> None:
+    blocker = Coalescing()
+    ran: list[str] = []
+
+    def check(request: Request) -> Response:
+        ran.append(request.service)
+        return blocker.check(request)
+
+    server, port = start_server(service_routes(HEALTH, {"Check": check}), transport)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = unary(channel)
+            held = call.future(Request(service="block"), timeout=10)
+            assert blocker.blocked.wait(5)
+            code, _ = code_and_details(lambda: call(Request(service="late"), timeout=0.3))
+            assert code is grpc.StatusCode.DEADLINE_EXCEEDED
+            blocker.release.set()
+            assert held.result(5).status == Response.SERVING
+            assert call(Request(service="after"), timeout=5).status == Response.NOT_SERVING
+    finally:
+        server.stop(0)
+    assert ran == ["block", "after"]

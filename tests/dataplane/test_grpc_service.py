@@ -28,9 +28,11 @@ from tensorflow_serving.apis import (
 from dataplane import tensors
 from dataplane.batching import BatchingConfig, BatchingRunner
 from dataplane.errors import ServingError
-from dataplane.grpc_service import PredictionHandlers
+from dataplane.grpc_service import ModelHandlers, PredictionHandlers, serving_routes
 from dataplane.inference import InferenceService
+from dataplane.info_service import InfoService
 from dataplane.limits import RequestLimits
+from dataplane.reload_queue import ReloadQueue
 from examples.builders import keras_expected
 from tests.dataplane.fakes import OneModel
 from tests.support.processes import DataPlaneProcess, start_dataplane
@@ -528,3 +530,17 @@ def test_coalesced_requests_past_the_element_bound_fail_as_a_group(half_plus_two
         )
     finally:
         runner.close()
+
+
+def test_the_admin_routes_are_the_reload_and_every_modelplane_method(make_manager) -> None:
+    manager = make_manager()
+    routes = serving_routes(
+        PredictionHandlers(InferenceService(manager), tensor_content=False),
+        ModelHandlers(manager, ReloadQueue(max_waiting=1)),
+        InfoService(manager),
+        health=None,
+    )
+    admin = {path for path, route in routes.items() if route.admin}
+    modelplane = {path for path in routes if path.startswith("/modelplane.")}
+    assert modelplane == {"/modelplane.DataPlaneInfo/GetInfo"}
+    assert admin == {"/tensorflow.serving.ModelService/HandleReloadConfigRequest", *modelplane}

@@ -48,26 +48,46 @@ def test_failed_new_version_of_existing_model_keeps_the_old_one_serving(
 
 
 @pytest.mark.parametrize(
-    ("retries", "failures", "code", "attempts"),
-    [(2, 2, Code.OK, 3), (1, 5, Code.UNKNOWN, 2)],
+    ("retries", "failures", "state", "attempts"),
+    [(2, 2, S.AVAILABLE, 3), (1, 5, S.END, 2)],
     ids=["until_success", "give_up_after_max_num_load_retries"],
 )
-def test_load_retries(
+def test_a_polled_version_retries_its_load(
     tmp_path: Path,
     make_manager: Callable[..., ModelManager],
     loader: FakeLoader,
     retries: int,
     failures: int,
-    code: Code,
+    state: VersionState,
     attempts: int,
 ) -> None:
     manager = make_manager(max_num_load_retries=retries, load_retry_interval_micros=1000)
-    loader.fail(tmp_path / "a" / "1", times=failures)
+    manager.apply_config(config_list(model_entry("a", make_versions(tmp_path / "a", 1))))
+    loader.fail(tmp_path / "a" / "2", times=failures)
 
-    report = manager.apply_config(config_list(model_entry("a", make_versions(tmp_path / "a", 1))))
+    make_versions(tmp_path / "a", 2)
+    manager.poll_file_system()
 
-    assert report.code is code
-    assert loader.calls == [("a", 1)] * attempts
+    wait_until(lambda: states(manager, "a").get(2) is state)
+    assert loader.calls == [("a", 1)] + [("a", 2)] * attempts
+
+
+def test_a_reload_tries_each_new_version_once_and_answers_at_once(
+    tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
+) -> None:
+    """Retries would hold the reload (and every one queued behind it) for minutes."""
+    manager = make_manager(max_num_load_retries=5, load_retry_interval_micros=60_000_000)
+    loader.fail(tmp_path / "a" / "1", times=1)
+    config = config_list(model_entry("a", make_versions(tmp_path / "a", 1)))
+
+    started = time.monotonic()
+    report = manager.apply_config(config)
+
+    assert time.monotonic() - started < 10
+    assert report.code is Code.UNKNOWN
+    assert "corrupt SavedModel" in report.message
+    assert loader.calls == [("a", 1)]
+    assert manager.apply_config(config).code is Code.OK  # the caller's retry
 
 
 def test_removed_version_stops_its_load_retries(
@@ -89,6 +109,51 @@ def test_removed_version_stops_its_load_retries(
     time.sleep(0.03)
     assert len(loader.calls) == tries
     assert served_version(manager, "a") == 1
+
+
+def test_a_reload_that_waits_for_a_version_the_poll_is_retrying_ends_its_retries(
+    tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
+) -> None:
+    manager = make_manager(max_num_load_retries=1, load_retry_interval_micros=60_000_000)
+    base = make_versions(tmp_path / "a", 1)
+    manager.apply_config(config_list(model_entry("a", base)))
+    loader.fail(tmp_path / "a" / "2")
+    make_versions(tmp_path / "a", 2)
+    manager.poll_file_system()
+    wait_until(lambda: loader.calls == [("a", 1), ("a", 2)])  # the retry would come in a minute
+
+    started = time.monotonic()
+    report = manager.apply_config(  # a changed policy: the reload waits for version 2
+        config_list(model_entry("a", base, "model_version_policy { all {} }"))
+    )
+
+    assert time.monotonic() - started < 10
+    assert report.code is Code.UNKNOWN
+    assert f"version: 2}} due to error: DATA_LOSS: corrupt SavedModel at {base}/2" in report.message
+    assert loader.calls == [("a", 1), ("a", 2)]
+    assert served_version(manager, "a") == 1
+
+
+def test_a_reload_naming_a_path_outside_the_prefixes_changes_nothing(
+    tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
+) -> None:
+    models = tmp_path / "models"
+    manager = make_manager(model_base_path_prefixes=f"{models},/data")
+    assert (
+        manager.apply_config(config_list(model_entry("a", make_versions(models / "a", 1)))).code
+        is Code.OK
+    )
+    outside = make_versions(tmp_path / "etc", 1)
+
+    report = manager.apply_config(
+        config_list(model_entry("a", make_versions(models / "a", 1)), model_entry("b", outside))
+    )
+
+    assert report.code is Code.INVALID_ARGUMENT
+    assert f"Model b has base_path {outside} (resolved: {outside})" in report.message
+    assert f"outside the allowed prefixes {models},/data" in report.message
+    assert manager.model_names() == ["a"] and served_version(manager, "a") == 1
+    assert loader.calls == [("a", 1)]  # nothing of b was touched
 
 
 # ------------------------------------------------------------------------ swaps and leases
@@ -169,6 +234,23 @@ def test_config_file_poll_applies_changes_and_keeps_config_on_bad_file(
     manager.poll_config_file()
     assert manager.model_names() == ["b"]
     assert served_version(manager, "b") == 1
+
+
+def test_a_config_file_that_failed_to_load_is_tried_again_at_the_next_poll(
+    tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
+) -> None:
+    path = tmp_path / "models.config"
+    path.write_text(
+        "model_config_list { " + model_entry("a", make_versions(tmp_path / "a", 1)) + " }"
+    )
+    loader.fail(tmp_path / "a" / "1", times=1)
+    manager = make_manager(model_config_file=str(path), file_system_poll_wait_seconds=0)
+
+    manager.poll_config_file()
+    assert manager.model_names() == []
+    manager.poll_config_file()  # the same file: applied this time
+    assert manager.model_names() == ["a"]
+    assert served_version(manager, "a") == 1
 
 
 def test_start_polls_the_file_system(

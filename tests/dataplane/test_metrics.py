@@ -16,6 +16,7 @@ from dataplane.errors import Code, ServingError
 from dataplane.inference import InferenceService, ModelRef
 from dataplane.metrics import (
     DEFAULT_PATH,
+    UNKNOWN_MODEL,
     RepeatableHistogram,
     ServingMetrics,
     prometheus_path,
@@ -38,7 +39,7 @@ class FakeServable:
 
 
 class FakeManager:
-    """Serves model "m" version 7 only."""
+    """Serves model "m" version 7 only; "loading" is configured too but not available yet."""
 
     def __init__(self) -> None:
         self.servable = FakeServable("m", 7)
@@ -48,6 +49,9 @@ class FakeManager:
         if name != "m":
             raise errors.not_found(f"Servable not found for request: Latest({name})")
         yield self.servable
+
+    def is_configured(self, name: str) -> bool:
+        return name in ("m", "loading")
 
 
 Samples = dict[tuple[str, frozenset], float]
@@ -79,24 +83,26 @@ def test_requests_are_counted_per_model_version_api_and_status() -> None:
         service.predict(ModelRef("m"), "", lambda specs: x)
     with pytest.raises(ServingError):
         service.predict(ModelRef("m"), "nope", lambda specs: x)
-    with pytest.raises(ServingError):
-        service.predict(ModelRef("absent"), "", lambda specs: x)
+    for name in ("absent", "also-absent", "loading"):
+        with pytest.raises(ServingError):
+            service.predict(ModelRef(name), "", lambda specs: x)
     service.metadata(ModelRef("m"))
     got = samples(metrics)
     tf_count = ":tensorflow:serving:request_count"
     assert value(got, tf_count, model_name="m", status="OK") == 4
     assert value(got, tf_count, model_name="m", status="FAILED_PRECONDITION") == 1
-    assert value(got, tf_count, model_name="absent", status="NOT_FOUND") == 1
+    assert value(got, tf_count, model_name="loading", status="NOT_FOUND") == 1
+    # names no config lists share one label value, so clients cannot grow the page
+    assert value(got, tf_count, model_name=UNKNOWN_MODEL, status="NOT_FOUND") == 2
+    assert not any("absent" in dict(labels).values() for _, labels in got)
     count = ":modelplane:request_count"
     assert value(got, count, model_name="m", model_version="7", API="Predict", status="OK") == 3
     assert (
         value(got, count, model_name="m", model_version="7", API="GetModelMetadata", status="OK")
         == 1
     )
-    assert (
-        value(got, count, model_name="absent", model_version="", API="Predict", status="NOT_FOUND")
-        == 1
-    )
+    unknown = {"model_name": UNKNOWN_MODEL, "model_version": "", "API": "Predict"}
+    assert value(got, count, **unknown, status="NOT_FOUND") == 2
     latency = ":tensorflow:serving:request_latency_count"
     assert value(got, latency, model_name="m", API="Predict", entrypoint="") == 4
     seconds = ":modelplane:request_latency_seconds_count"

@@ -129,8 +129,10 @@ def test_metrics_endpoint_after_requests(
         == 4
     )
     assert (
-        value(got, ":tensorflow:serving:request_count", model_name="absent", status="NOT_FOUND")
-        == 1
+        value(
+            got, ":tensorflow:serving:request_count", model_name="__unknown__", status="NOT_FOUND"
+        )
+        == 1  # a name no config lists gets no label value of its own (docs/security.md)
     )
     count = ":modelplane:request_count"
     labels = {"model_name": "half_plus_two", "model_version": "1", "API": "Predict", "status": "OK"}

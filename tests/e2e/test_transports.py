@@ -178,6 +178,9 @@ def test_a_bad_ssl_config_stops_the_start_with_one_line(tmp_path) -> None:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
-    expected = f"error: --ssl_config_file {config}: server_key and server_cert are both required"
+    assert result.returncode == 255
+    expected = (
+        f"Failed to start server. Error: INVALID_ARGUMENT: --ssl_config_file {config}: "
+        "server_key and server_cert are both required"
+    )
     assert result.stderr.strip().splitlines()[-1] == expected
