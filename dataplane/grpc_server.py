@@ -42,6 +42,7 @@ from google.protobuf.message import DecodeError, Message
 from dataplane.admin_auth import DENIED, OPEN, AdminAuth
 from dataplane.errors import INTERNAL_MESSAGE, Code, ServingError
 from dataplane.supervision import guarded_thread
+from dataplane.tracing import CURRENT_CALL
 from dataplane.transport import Call, Frontend, Transport, select_transport
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,7 @@ class GrpcServer:
 
     def _answer(self, call: Call, route: Route, request: Message) -> None:
         """Run the handler; whatever goes wrong fails this call only (also on the pool)."""
+        CURRENT_CALL.set(call)  # its metadata, for a handler that traces (tracing.py)
         try:
             if route.kind is Kind.STREAM:
                 route.handler(request, ResponseStream(call))
