@@ -316,11 +316,24 @@ def _reply(call: Call, done: Future[Message]) -> None:
         _fail(call, exc)
 
 
+# grpcio clients refuse status details over 8 KiB at random and over 16 KiB always (as
+# trailer metadata); a message that echoes client input (a model name) is cut well below that.
+MAX_STATUS_DETAILS_BYTES = 4096
+
+
+def status_details(message: str) -> str:
+    """`message`, cut to MAX_STATUS_DETAILS_BYTES of UTF-8 (ending "...") when longer."""
+    encoded = message.encode()
+    if len(encoded) <= MAX_STATUS_DETAILS_BYTES:
+        return message
+    return encoded[: MAX_STATUS_DETAILS_BYTES - 3].decode(errors="ignore") + "..."
+
+
 def _fail(call: Call, exc: BaseException) -> None:
     """Core errors carry TF Serving's codes; anything else is a bug: INTERNAL with a fixed
     message for the client (the exception's text may hold internals), the traceback logged."""
     if isinstance(exc, ServingError):
-        call.abort(exc.code, exc.message)
+        call.abort(exc.code, status_details(exc.message))
         return
     log.error("unexpected error in %s", call.method, exc_info=exc)
     call.abort(Code.INTERNAL, INTERNAL_MESSAGE)
