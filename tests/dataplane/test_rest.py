@@ -338,7 +338,10 @@ def test_predict_errors(
             b'{"instances": ["\\ud800"]}',
             "JSON Parse error: The surrogate pair in string is invalid. at offset: 16",
         ),
-        (b'{"instances": ["a\xff"]}', "JSON Parse error: Invalid encoding in string. at offset: 17"),
+        (
+            b'{"instances": ["a\xff"]}',
+            "JSON Parse error: Invalid encoding in string. at offset: 17",
+        ),
     ],
     ids=["lone-surrogate-escape", "invalid-utf8-byte"],
 )
