@@ -111,6 +111,22 @@ def test_removed_version_stops_its_load_retries(
     assert served_version(manager, "a") == 1
 
 
+def test_a_loader_bug_costs_its_version_as_unknown(
+    tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
+) -> None:
+    def bug(name: str, version: int) -> None:
+        raise KeyError("no such thing")
+
+    loader.before_load = bug
+    manager = make_manager()
+    report = manager.apply_config(config_list(model_entry("a", make_versions(tmp_path / "a", 1))))
+
+    (status,) = manager.model_status("a", 1)
+    assert status.state is S.END and status.error is not None
+    assert (status.error.code, status.error.message) == (Code.UNKNOWN, "KeyError: 'no such thing'")
+    assert report.code is Code.UNKNOWN
+
+
 def test_a_version_removed_before_its_load_starts_is_cancelled_unloaded(
     tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
 ) -> None:
