@@ -322,7 +322,9 @@ def _parse_json_object(body: bytes, max_depth: int) -> dict[str, Any]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if "surrogate" in str(exc):
+        # orjson words invalid UTF-8 bytes as "surrogates not allowed" too; those go to the
+        # stdlib parser, which names the encoding and the byte's offset.
+        if "surrogate" in str(exc) and not str(exc).startswith("str is not valid UTF-8"):
             raise errors.invalid_argument(
                 f"JSON Parse error: The surrogate pair in string is invalid. at offset: {exc.pos}"
             ) from None
