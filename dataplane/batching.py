@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from dataplane import errors
+from dataplane import errors, tracing
 from dataplane.errors import Code, ServingError
 from dataplane.metrics import ServingMetrics
 from dataplane.servable import Servable, Signature
@@ -262,7 +262,7 @@ class _Task:
     """One request (or one split of a large one, or several coalesced ones) waiting for its
     rows of a batch."""
 
-    __slots__ = ("enqueued", "feeds", "future", "requests", "rows")
+    __slots__ = ("enqueued", "enqueued_ns", "feeds", "future", "requests", "rows", "trace")
 
     def __init__(self, feeds: Feeds, rows: int, requests: int = 1) -> None:
         self.feeds = feeds
@@ -270,6 +270,8 @@ class _Task:
         self.requests = requests
         self.enqueued = time.monotonic()
         self.future: Future[Outputs] = Future()
+        self.trace = tracing.active()  # the request's trace rides along to the batch thread
+        self.enqueued_ns = time.time_ns() if self.trace is not None else 0
 
 
 def _fail(tasks: Sequence[_Task], error: ServingError) -> None:
@@ -279,8 +281,10 @@ def _fail(tasks: Sequence[_Task], error: ServingError) -> None:
 
 def _finished(signature: Signature, feeds: Feeds, output_keys: Sequence[str]) -> Future[Outputs]:
     future: Future[Outputs] = Future()
+    trace = tracing.active()
+    run = signature.run if trace is None else trace.timed("model", signature.run)
     try:
-        future.set_result(signature.run(feeds, output_keys))
+        future.set_result(run(feeds, output_keys))
     except ServingError as exc:
         future.set_exception(exc)
     return future
@@ -487,6 +491,8 @@ class BatchScheduler:
             return
         rows = sum(t.rows for t in tasks)
         padded = self.config.padded_size(rows)
+        traced = [t for t in tasks if t.trace is not None]
+        started = time.time_ns() if traced else 0
         try:
             self._record(queue, tasks, padded, rows)
             merged = merge_inputs(
@@ -495,8 +501,12 @@ class BatchScheduler:
                 padded,
                 self.config.pad_variable_length_inputs,
             )
+            called = time.time_ns() if traced else 0
             outputs = queue.lane.signature.run(merged, queue.lane.output_keys)
+            returned = time.time_ns() if traced else 0
             results = split_outputs(outputs, [t.rows for t in tasks], padded)
+            for task in traced:
+                _trace_batch(task, started, called, returned, padded)
         except ServingError as exc:
             _fail(tasks, exc)
         except Exception:
@@ -514,6 +524,15 @@ class BatchScheduler:
         waits = [now - task.enqueued for task in tasks for _ in range(task.requests)]
         self._metrics.record_queuing(pool, waits)
         self._metrics.record_batch(queue.lane.servable.name, pool, padded, padded - rows)
+
+
+def _trace_batch(task: _Task, started: int, called: int, returned: int, padded: int) -> None:
+    """The task's queue, batch and model stages (tracing.py)."""
+    trace = task.trace
+    assert trace is not None
+    trace.stage("queue", task.enqueued_ns, started)
+    trace.stage("batch", started, time.time_ns(), **{"batch.size": padded})
+    trace.stage("model", called, returned)
 
 
 class BatchingRunner:

@@ -42,6 +42,7 @@ from google.protobuf.message import DecodeError, Message
 from dataplane.admin_auth import DENIED, OPEN, AdminAuth
 from dataplane.errors import INTERNAL_MESSAGE, Code, ServingError
 from dataplane.supervision import guarded_thread
+from dataplane.tracing import CURRENT_CALL
 from dataplane.transport import Call, Frontend, Transport, select_transport
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,7 @@ class GrpcServer:
 
     def _answer(self, call: Call, route: Route, request: Message) -> None:
         """Run the handler; whatever goes wrong fails this call only (also on the pool)."""
+        CURRENT_CALL.set(call)  # its metadata, for a handler that traces (tracing.py)
         try:
             if route.kind is Kind.STREAM:
                 route.handler(request, ResponseStream(call))
@@ -314,11 +316,24 @@ def _reply(call: Call, done: Future[Message]) -> None:
         _fail(call, exc)
 
 
+# grpcio clients refuse status details over 8 KiB at random and over 16 KiB always (as
+# trailer metadata); a message that echoes client input (a model name) is cut well below that.
+MAX_STATUS_DETAILS_BYTES = 4096
+
+
+def status_details(message: str) -> str:
+    """`message`, cut to MAX_STATUS_DETAILS_BYTES of UTF-8 (ending "...") when longer."""
+    encoded = message.encode()
+    if len(encoded) <= MAX_STATUS_DETAILS_BYTES:
+        return message
+    return encoded[: MAX_STATUS_DETAILS_BYTES - 3].decode(errors="ignore") + "..."
+
+
 def _fail(call: Call, exc: BaseException) -> None:
     """Core errors carry TF Serving's codes; anything else is a bug: INTERNAL with a fixed
     message for the client (the exception's text may hold internals), the traceback logged."""
     if isinstance(exc, ServingError):
-        call.abort(exc.code, exc.message)
+        call.abort(exc.code, status_details(exc.message))
         return
     log.error("unexpected error in %s", call.method, exc_info=exc)
     call.abort(Code.INTERNAL, INTERNAL_MESSAGE)

@@ -51,6 +51,8 @@ from dataplane.info_service import InfoService
 from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
 from dataplane.reload_queue import ReloadQueue
+from dataplane.request_log import RequestLogger, logging_answer, logging_group_answer
+from dataplane.tracing import Tracing
 from modelplane import info_pb2
 
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -192,20 +194,39 @@ class PredictionHandlers:
     """
 
     def __init__(
-        self, service: InferenceService, tensor_content: bool, coalesce: bool = False
+        self,
+        service: InferenceService,
+        tensor_content: bool,
+        coalesce: bool = False,
+        request_logs: RequestLogger | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._service = service
         self._tensor_content = tensor_content
         self.coalesces = coalesce
+        self._logs = request_logs
+        self._tracing = tracing or Tracing.off()
+
+    def _logged(self, api: str, model: str, request: Any, answer: Callable) -> Callable:
+        """`answer`, recording (request, response) when the request logger samples it."""
+        return logging_answer(
+            self._logs, model, api, answer, lambda _r, response: (request, response)
+        )
 
     def predict(self, request: predict_pb2.PredictRequest) -> Future[predict_pb2.PredictResponse]:
+        traced = self._tracing.begin_call("PredictionService/Predict")
         plan = self._service.predict_plan(
             model_ref(request),
             request.model_spec.signature_name,
-            functools.partial(_decode_inputs, request.inputs, self._service.limits),
+            traced.timed(
+                "decode", functools.partial(_decode_inputs, request.inputs, self._service.limits)
+            ),
             request.output_filter,
         )
-        return self._service.submit(plan, self._prediction_response)
+        answer = self._logged(
+            "predict", request.model_spec.name, request, self._prediction_response
+        )
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
     def _prediction_response(self, prediction: Prediction) -> predict_pb2.PredictResponse:
         return self._response(prediction.resolved, prediction.outputs)
@@ -247,9 +268,17 @@ class PredictionHandlers:
             first.output_filter,
             requests=len(requests),
         )
-        return self._service.submit(
-            plan, functools.partial(self._split_responses, len(requests), rows)
+        answer = logging_group_answer(
+            self._logs,
+            first.model_spec.name,
+            len(requests),
+            functools.partial(self._split_responses, len(requests), rows),
+            lambda index, serialized: (
+                requests[index],
+                predict_pb2.PredictResponse.FromString(serialized),
+            ),
         )
+        return self._service.submit(plan, answer)
 
     def _split_responses(self, count: int, rows: int, prediction: Prediction) -> list[bytes]:
         """Each coalesced request's own rows of every output, serialized. One response is
@@ -274,7 +303,11 @@ class PredictionHandlers:
             request.model_spec.signature_name,
             Examples.from_input(request.input),
         )
-        return self._service.submit(plan, _classification_response)
+        answer = self._logged(
+            "classify", request.model_spec.name, request, _classification_response
+        )
+        traced = self._tracing.begin_call("PredictionService/Classify")
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
     def regress(
         self, request: regression_pb2.RegressionRequest
@@ -284,7 +317,9 @@ class PredictionHandlers:
             request.model_spec.signature_name,
             Examples.from_input(request.input),
         )
-        return self._service.submit(plan, _regression_response)
+        answer = self._logged("regress", request.model_spec.name, request, _regression_response)
+        traced = self._tracing.begin_call("PredictionService/Regress")
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
     def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest
@@ -294,7 +329,10 @@ class PredictionHandlers:
             for t in request.tasks
         ]
         plan = self._service.multi_inference_plan(tasks, Examples.from_input(request.input))
-        return self._service.submit(plan, _multi_inference_response)
+        model = request.tasks[0].model_spec.name if request.tasks else ""
+        answer = self._logged("multi_inference", model, request, _multi_inference_response)
+        traced = self._tracing.begin_call("PredictionService/MultiInference")
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
     def get_model_metadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest

@@ -27,7 +27,7 @@ from tensorflow.core.example import example_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import input_pb2
 
-from dataplane import errors
+from dataplane import errors, tracing
 from dataplane.errors import Code, ServingError
 from dataplane.limits import DEFAULT_LIMITS, RequestLimits
 from dataplane.manager import ModelManager
@@ -400,8 +400,12 @@ class InferenceService:
 
     def _call_now(self, plan: Plan[Result], call: ModelCall) -> ModelCall:
         """Run one model call in this thread and feed its outputs (or error) to the plan."""
+        run = self._run
+        trace = tracing.active()
+        if trace is not None:
+            run = trace.timed("model", run)
         try:
-            outputs = self._run(call.servable, call.signature, call.feeds, call.output_keys)
+            outputs = run(call.servable, call.signature, call.feeds, call.output_keys)
         except Exception as exc:
             return plan.throw(exc)
         return plan.send(outputs)
@@ -414,7 +418,9 @@ class InferenceService:
             run_here = self._runs_ready_batches and fast
             return self._submit(*args, requests=call.requests, run_here=run_here)
         assert self._offload is not None, "only calls _runs_inline refused come here"
-        return self._offload.submit(self._run, *args)
+        trace = tracing.active()
+        run = self._run if trace is None else trace.timed("model", self._run)
+        return self._offload.submit(run, *args)
 
     def _runs_inline(self, call: ModelCall) -> bool:
         if self._submit is not None:

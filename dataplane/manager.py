@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from dataplane import errors, memory
 from dataplane.config import (
@@ -132,6 +132,17 @@ def _pool_size(configured: int, default: int) -> int:
 # ------------------------------------------------------------------------ manager
 
 
+class ConfigObserver(Protocol):
+    """Something configured by ModelConfig fields the manager does not act on itself (the
+    request logger's logging_config): it may refuse a config, and learns each committed one."""
+
+    def check(self, config: ModelServerConfig) -> None:
+        """Raise ConfigError if `config` must not be applied."""
+
+    def configure(self, config: ModelServerConfig) -> None:
+        """Take `config`, now in force (called under the manager's lock: must be quick)."""
+
+
 class ModelManager:
     """Owns every loaded servable; applies configs; resolves requests to leased versions."""
 
@@ -140,8 +151,10 @@ class ModelManager:
         options: ServerOptions,
         load: LoadFn,
         clock: Callable[[], float] = time.time,
+        observers: tuple[ConfigObserver, ...] = (),
     ) -> None:
         self._options = options
+        self._observers = observers
         self._load = load
         self._clock = clock
         self._policy: Policy = (
@@ -258,6 +271,8 @@ class ModelManager:
 
     def _check(self, config: ModelServerConfig) -> None:
         validate(config, self._config)
+        for observer in self._observers:
+            observer.check(config)
         check_confined(config, self._options.base_path_prefixes)
         if not self._options.allow_version_labels and any(
             m.version_labels for m in config.model_config_list.config
@@ -307,6 +322,8 @@ class ModelManager:
         self._config = plan.config
         self._configured = frozenset(models_by_name(plan.config))
         self._applied_ms = int(self._clock() * 1000)
+        for observer in self._observers:
+            observer.configure(plan.config)
 
     def _roll_back(self, plan: ReloadPlan, before: Mapping[str, VersionPaths]) -> None:
         """Back to the versions the previous config aspired; staged ones unload unseen."""

@@ -77,6 +77,11 @@ class ServerOptions:
     enable_serialization_as_tensor_content: bool = False
     resource_preserving_transitions: bool = False
     grace_period_seconds: float = 30.0
+    request_log_queue_size: int = 10_000
+    request_log_max_file_bytes: int = 64 * 1024 * 1024
+    request_log_max_file_seconds: int = 3600
+    tracing_otlp_endpoint: str = ""
+    tracing_sample_ratio: float = 1.0
     admin_token_file: str = ""
     model_base_path_prefixes: str = ""
     max_queued_reloads: int = 2
@@ -139,6 +144,14 @@ _HELP: dict[str, str] = {
     "ssl_config_file": "SSLConfig text proto: TLS for gRPC and, beyond TF Serving, HTTPS on the "
     "REST port (client_verify: mutual TLS against custom_ca)",
     "grace_period_seconds": "On SIGTERM, wait this long for in-flight requests (modelplane)",
+    "request_log_queue_size": "Request logs (logging_config) waiting for the writer at most; "
+    "more are dropped and counted (modelplane)",
+    "request_log_max_file_bytes": "Start a new request log file past this size (modelplane)",
+    "request_log_max_file_seconds": "Start a new request log file after this long (modelplane)",
+    "tracing_otlp_endpoint": "Send OpenTelemetry traces of inference requests to this OTLP/gRPC "
+    "collector, e.g. http://otel-collector:4317; empty: no tracing (modelplane)",
+    "tracing_sample_ratio": "Share of requests without a traceparent that are traced; a "
+    "request with one follows its sampled flag (modelplane)",
     "admin_token_file": "File holding the token admin calls (HandleReloadConfigRequest, "
     "modelplane.*) must send as 'authorization: Bearer <token>'; empty: admin calls are open, "
     "as in TF Serving (modelplane extension; docs/security.md)",
@@ -167,6 +180,9 @@ _NON_NEGATIVE = (
     "rest_api_max_pending_requests",
     "max_request_elements",
     "max_response_elements",
+    "request_log_queue_size",
+    "request_log_max_file_bytes",
+    "request_log_max_file_seconds",
 )
 
 
@@ -216,6 +232,8 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
     for name in _NON_NEGATIVE:
         if getattr(namespace, name) < 0:
             parser.error(f"--{name} must be >= 0")
+    if not 0.0 <= namespace.tracing_sample_ratio <= 1.0:
+        parser.error("--tracing_sample_ratio must be in [0, 1]")
     if namespace.grpc_transport not in TRANSPORTS:
         parser.error(f"--grpc_transport must be one of {', '.join(TRANSPORTS)}")
     return ServerOptions(**vars(namespace))

@@ -47,6 +47,8 @@ from dataplane.inference import (
 )
 from dataplane.limits import RequestLimits
 from dataplane.options import ServerOptions
+from dataplane.request_log import RequestLogger, logging_answer
+from dataplane.rest_protos import classify_pair, predict_pair, regress_pair
 from dataplane.signatures import TensorSpec
 from dataplane.tensors import (
     columnar_to_arrays,
@@ -54,6 +56,7 @@ from dataplane.tensors import (
     outputs_json,
     predictions_json,
 )
+from dataplane.tracing import Traced, Tracing
 
 ExtraRoute = Callable[[], tuple[int, bytes, str]]
 
@@ -100,12 +103,16 @@ class RestApi:
         extra_routes: Mapping[str, ExtraRoute],
         cors: bool,
         max_json_depth: int = 100,
+        request_logs: RequestLogger | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._service = service
+        self._logs = request_logs
+        self._tracing = tracing or Tracing.off()
         self._max_json_depth = max_json_depth
         self._extra_routes = dict(extra_routes)
         self._cors = cors
-        self._verbs: dict[str, Callable[[ModelRef, bytes], Future[Response]]] = {
+        self._verbs: dict[str, Callable[[ModelRef, bytes, Traced], Future[Response]]] = {
             "predict": self._predict,
             "classify": self._classify,
             "regress": self._regress,
@@ -121,9 +128,11 @@ class RestApi:
             return Response(200, b"")
         if not _API_PATH.fullmatch(path):
             return json_error(404, f"Not found: {request.method} {path}")
-        return self._dispatch(request.method, path, request.body)
+        return self._dispatch(request.method, path, request.body, request.headers)
 
-    def _dispatch(self, method: str, path: str, body: bytes) -> Response | Future[Response]:
+    def _dispatch(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> Response | Future[Response]:
         if method == "POST":
             match = _PREDICTION_PATH.fullmatch(path)
             if match:
@@ -131,7 +140,7 @@ class RestApi:
                 ref = _model_ref(name, version, label)
                 call = self._verbs.get(verb)  # TF Serving compares the verb case-sensitively
                 if call is not None:
-                    return call(ref, body)
+                    return call(ref, body, self._tracing.begin(f"RestApi/{verb}", headers.items()))
         elif method == "GET":
             match = _STATUS_PATH.fullmatch(path)
             if match:
@@ -144,28 +153,53 @@ class RestApi:
                 return Response(200, self._status(ref))
         raise errors.invalid_argument(f"Malformed request: {method} {path}")
 
-    def _predict(self, ref: ModelRef, body: bytes) -> Future[Response]:
+    def _predict(self, ref: ModelRef, body: bytes, traced: Traced) -> Future[Response]:
         document = _parse_json_object(body, self._max_json_depth)
         signature_name = _signature_name(document)
         encode = predictions_json if "instances" in document else outputs_json
+        decoded: dict[str, Mapping[str, np.ndarray]] = {}
 
         def decode_inputs(specs: Mapping[str, TensorSpec]) -> Mapping[str, np.ndarray]:
             # Runs once the model and signature are resolved, so (as in TF Serving) an
             # unknown model is reported before a malformed body.
-            return _decode_predict_inputs(document, specs, self._service.limits)
+            decoded["inputs"] = _decode_predict_inputs(document, specs, self._service.limits)
+            return decoded["inputs"]
 
-        plan = self._service.predict_plan(ref, signature_name, decode_inputs)
-        return self._service.submit(plan, lambda done: Response(200, encode(done.outputs)))
+        plan = self._service.predict_plan(
+            ref, signature_name, traced.timed("decode", decode_inputs)
+        )
+        answer = logging_answer(
+            self._logs,
+            ref.name,
+            "predict",
+            lambda done: Response(200, encode(done.outputs)),
+            lambda done, _: predict_pair(ref, signature_name, decoded["inputs"], done),
+        )
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
-    def _classify(self, ref: ModelRef, body: bytes) -> Future[Response]:
+    def _classify(self, ref: ModelRef, body: bytes, traced: Traced) -> Future[Response]:
         signature_name, examples = _examples_request(body, self._max_json_depth)
         plan = self._service.classify_plan(ref, signature_name, examples)
-        return self._service.submit(plan, lambda done: Response(200, _classification_json(done)))
+        answer = logging_answer(
+            self._logs,
+            ref.name,
+            "classify",
+            lambda done: Response(200, _classification_json(done)),
+            lambda done, _: classify_pair(ref, signature_name, examples, done),
+        )
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
-    def _regress(self, ref: ModelRef, body: bytes) -> Future[Response]:
+    def _regress(self, ref: ModelRef, body: bytes, traced: Traced) -> Future[Response]:
         signature_name, examples = _examples_request(body, self._max_json_depth)
         plan = self._service.regress_plan(ref, signature_name, examples)
-        return self._service.submit(plan, lambda done: Response(200, _regression_json(done)))
+        answer = logging_answer(
+            self._logs,
+            ref.name,
+            "regress",
+            lambda done: Response(200, _regression_json(done)),
+            lambda done, _: regress_pair(ref, signature_name, examples, done),
+        )
+        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
     def _status(self, ref: ModelRef) -> bytes:
         """GetModelStatusResponse as TF Serving prints it (proto JSON, defaults included).
@@ -204,10 +238,20 @@ class RestServer:
         service: InferenceService,
         extra_routes: Mapping[str, ExtraRoute] | None = None,
         ssl: SSLContext | None = None,
+        request_logs: RequestLogger | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
-        """`ssl`: serve HTTPS (--ssl_config_file)."""
+        """`ssl`: serve HTTPS (--ssl_config_file); `request_logs`: logging_config's logger;
+        `tracing`: --tracing_otlp_endpoint's tracer."""
         cors = options.rest_api_enable_cors_support
-        api = RestApi(service, extra_routes or {}, cors, options.rest_api_max_json_depth)
+        api = RestApi(
+            service,
+            extra_routes or {},
+            cors,
+            options.rest_api_max_json_depth,
+            request_logs,
+            tracing,
+        )
         self._http = HttpServer(
             api.handle,
             port=options.rest_api_port,
@@ -278,7 +322,9 @@ def _parse_json_object(body: bytes, max_depth: int) -> dict[str, Any]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if "surrogate" in str(exc):
+        # orjson words invalid UTF-8 bytes as "surrogates not allowed" too; those go to the
+        # stdlib parser, which names the encoding and the byte's offset.
+        if "surrogate" in str(exc) and not str(exc).startswith("str is not valid UTF-8"):
             raise errors.invalid_argument(
                 f"JSON Parse error: The surrogate pair in string is invalid. at offset: {exc.pos}"
             ) from None

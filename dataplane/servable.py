@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message, text_format
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from dataplane import errors
 from dataplane.errors import Code, ServingError
@@ -292,6 +293,49 @@ def load_servable(name: str, version: int, path: str, options: SessionOptions) -
         raise ServingError(Code(exc.error_code), exc.message) from None
     except (RuntimeError, ValueError, OSError) as exc:
         session.close()
+        missing = _missing_part(path, options.tags)
+        if missing is not None:
+            raise errors.not_found(missing) from None
         raise ServingError(
             Code.INVALID_ARGUMENT, f"Failed to load SavedModel at {path}: {exc}"
         ) from None
+
+
+def _missing_part(path: str, tags: Sequence[str]) -> str | None:
+    """TensorFlow's C++ loader (which TF Serving runs) answers NOT_FOUND, in these words, for
+    a version directory without saved_model.pb(txt) and for one without a MetaGraph of the
+    requested tags; the Python loader raises OSError/RuntimeError for both. Only read after
+    a failed load, so a good load parses its SavedModel once."""
+    files = [os.path.join(path, name) for name in ("saved_model.pb", "saved_model.pbtxt")]
+    if not any(os.path.exists(file) for file in files):
+        return (
+            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}."
+            " Check that the directory exists and that you have the right permissions for"
+            " accessing it."
+        )
+    if not any(os.path.isfile(file) for file in files):
+        return None  # a FIFO or the like: reading it again could block
+    try:
+        tag_sets = {frozenset(graph.meta_info_def.tags) for graph in _read_saved_model(files)}
+    except (OSError, UnicodeDecodeError, message.DecodeError, text_format.ParseError):
+        return None  # unreadable: the loader's own error says more
+    if frozenset(tags) in tag_sets:
+        return None
+    return (
+        f"Could not find meta graph def matching supplied tags: {{ {' '.join(sorted(tags))} }}."
+        " To inspect available tag-sets in the SavedModel, please use the SavedModel CLI:"
+        " `saved_model_cli`"
+    )
+
+
+def _read_saved_model(files: list[str]) -> Sequence[meta_graph_pb2.MetaGraphDef]:
+    """The MetaGraphs of saved_model.pb, else of saved_model.pbtxt (TensorFlow's order)."""
+    proto = saved_model_pb2.SavedModel()
+    binary, text = files
+    if os.path.isfile(binary):
+        with open(binary, "rb") as file:
+            proto.ParseFromString(file.read())
+    else:
+        with open(text, encoding="utf-8") as file:
+            text_format.Parse(file.read(), proto)
+    return proto.meta_graphs

@@ -26,8 +26,10 @@ from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
 from dataplane.options import ServerOptions
 from dataplane.reload_queue import ReloadQueue
+from dataplane.request_log import LogSettings, RequestLogger
 from dataplane.rest import ExtraRoute, RestServer
 from dataplane.servable import SessionOptions, load_servable
+from dataplane.tracing import Tracing
 from dataplane.transport import Transport, select_transport
 from dataplane.transport.tls import TlsConfig, TlsConfigError, read_ssl_config
 from dataplane.warmup import PreparedLoader
@@ -121,7 +123,8 @@ def metrics_routes(
 class DataPlane:
     """One data-plane process: owns the manager and both protocol servers."""
 
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, tracing: Tracing | None = None) -> None:
+        """`tracing`: where spans go (default: --tracing_otlp_endpoint's collector, or none)."""
         self.options = options
         self.metrics = metrics.ServingMetrics()
         self.tls = tls_config(options)
@@ -135,7 +138,20 @@ class DataPlane:
             per_model_batching=options.enable_per_model_batching_parameters,
             metrics=self.metrics,
         )
-        self.manager = ModelManager(options, load)
+        self.request_logs = RequestLogger(
+            LogSettings(
+                options.request_log_queue_size,
+                options.request_log_max_file_bytes,
+                options.request_log_max_file_seconds,
+            ),
+            self.metrics.registry,
+        )
+        self.manager = ModelManager(options, load, observers=(self.request_logs,))
+        self.tracing = tracing or (
+            Tracing.to_otlp(options.tracing_otlp_endpoint, options.tracing_sample_ratio)
+            if options.tracing_otlp_endpoint
+            else Tracing.off()
+        )
         # Each front end runs fast calls on its one dispatcher thread (gRPC's dispatcher, the
         # REST loop); slow ones (and only those) use these.
         self._offload = ThreadPoolExecutor(
@@ -159,7 +175,9 @@ class DataPlane:
         self.rest = None
         if options.rest_api_port:
             ssl = self.tls.ssl_context() if self.tls is not None else None
-            self.rest = RestServer(options, rest_service, routes, ssl)
+            self.rest = RestServer(
+                options, rest_service, routes, ssl, self.request_logs, self.tracing
+            )
         self.grpc_port = 0
 
     def _build_grpc_server(self) -> GrpcServer:
@@ -178,6 +196,8 @@ class DataPlane:
                 self.service.via("GRPC", runs_ready_batches=True),
                 tensor_content,
                 coalesce=self.batching is not None,
+                request_logs=self.request_logs,
+                tracing=self.tracing,
             ),
             ModelHandlers(self.manager, self._reloads),
             InfoService(self.manager),
@@ -253,5 +273,7 @@ class DataPlane:
         self._offload.shutdown(wait=True)
         if self.batching is not None:
             self.batching.close()
+        self.request_logs.close(grace_seconds)
+        self.tracing.shutdown()
         self.manager.shutdown()
         self._unhook_fatal()

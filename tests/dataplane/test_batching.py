@@ -289,8 +289,10 @@ def test_full_queue_answers_unavailable_at_once(make_runner) -> None:
         with pytest.raises(ServingError) as caught:
             runner(servable, signature, {"x": one * 3}, ())
         assert time.monotonic() - start < 0.1
-        assert caught.value.code is Code.UNAVAILABLE
-        assert "queue" in caught.value.message
+        assert (caught.value.code, caught.value.message) == (
+            Code.UNAVAILABLE,
+            "The batch scheduling queue to which this task was submitted is full",
+        )
         signature.gate.set()
         np.testing.assert_array_equal(running.result(5)["y"], expected(one))
         np.testing.assert_array_equal(queued.result(5)["y"], expected(one * 2))
@@ -361,7 +363,21 @@ def test_closed_runner_refuses_new_work(make_runner) -> None:
     runner.close()
     with pytest.raises(ServingError) as caught:
         runner(FakeServable(), FakeSignature(), {"x": np.ones((1, 2), np.float32)}, ())
-    assert caught.value.code is Code.UNAVAILABLE
+    assert (caught.value.code, caught.value.message) == (
+        Code.UNAVAILABLE,
+        "The batch scheduler is shutting down",
+    )
+
+
+def test_a_closed_runner_starts_no_scheduler_for_a_new_config(make_runner) -> None:
+    runner = make_runner(config())
+    runner.close()
+    with pytest.raises(ServingError) as caught:  # no request ever ran: no scheduler exists
+        runner(FakeServable(), FakeSignature(), {"x": np.ones((1, 2), np.float32)}, ())
+    assert (caught.value.code, caught.value.message) == (
+        Code.UNAVAILABLE,
+        "The batch scheduler is shutting down",
+    )
 
 
 def test_request_larger_than_max_batch_size_is_invalid_argument(make_runner) -> None:
@@ -431,6 +447,21 @@ def test_a_model_error_reaches_every_request_of_the_batch(make_runner) -> None:
         failures = list(pool.map(call, range(3)))
     assert {(f.code, f.message) for f in failures} == {(Code.INVALID_ARGUMENT, "kernel says no")}
     assert len(failures) == 3
+
+
+def test_an_output_without_the_batch_dimension_is_failed_precondition(make_runner) -> None:
+    """Its rows cannot be split among the batch's requests, so none gets an answer."""
+    signature = FakeSignature()
+    signature.run = lambda feeds, keys=(): {"y": feeds["x"].sum()}  # a scalar: rows are lost
+    runner = make_runner(config())
+    with pytest.raises(ServingError) as caught:
+        runner(FakeServable(), signature, {"x": np.ones((3, 2), np.float32)}, ())
+    assert (caught.value.code, caught.value.message) == (
+        Code.FAILED_PRECONDITION,
+        "Batched output tensor 'y' has shape []; its 0th dimension must equal the batch "
+        "size 3. Only models whose outputs keep the batch dimension can be served with "
+        "batching.",
+    )
 
 
 def test_batches_are_recorded_in_metrics(make_runner) -> None:

@@ -189,6 +189,30 @@ def test_empty_specific_policy() -> None:
     assert error.message == "Model a: model_version_policy specific lists no versions"
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            "model_type: OTHER",
+            "ModelServerConfig::model_type choice 2 not supported.",
+        ),
+        (
+            "model_version_policy { specific { versions: 1 versions: -2 versions: -3 } }",
+            "Model a: version numbers must be >= 0, got [-2, -3]",
+        ),
+        (
+            "version_labels { key: '' value: 1 }",
+            "Model a has a version label with an empty name",
+        ),
+    ],
+    ids=["model-type-other", "negative-versions", "empty-label"],
+)
+def test_configs_no_version_could_serve_are_invalid_argument(fields: str, message: str) -> None:
+    error = error_of(one_model(f"name: 'a' base_path: '/a' {fields}"))
+
+    assert (error.code, error.message) == (Code.INVALID_ARGUMENT, message)
+
+
 def test_label_on_a_version_the_specific_policy_never_serves() -> None:
     error = error_of(
         one_model(

@@ -16,7 +16,14 @@ from grpc_health.v1 import health_pb2
 
 from dataplane import errors
 from dataplane.admin_auth import DENIED, AdminAuth
-from dataplane.grpc_server import GrpcServer, Joint, Kind, ResponseStream, service_routes
+from dataplane.grpc_server import (
+    MAX_STATUS_DETAILS_BYTES,
+    GrpcServer,
+    Joint,
+    Kind,
+    ResponseStream,
+    service_routes,
+)
 from dataplane.options import ServerOptions
 from dataplane.transport import TRANSPORTS, Transport, select_transport
 
@@ -122,6 +129,14 @@ def test_an_answer_is_the_handlers_message(channel) -> None:
 def test_serving_errors_keep_their_code_and_message(channel) -> None:
     code, details = code_and_details(lambda: unary(channel)(Request(service="missing"), timeout=5))
     assert (code, details) == (grpc.StatusCode.NOT_FOUND, "no such thing: missing")
+
+
+def test_status_details_that_echo_a_long_input_are_cut_below_what_clients_accept(channel) -> None:
+    name = "é" * 20_000  # 40,000 bytes of UTF-8 echoed in the error
+    code, details = code_and_details(lambda: unary(channel)(Request(service=name), timeout=5))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("unexpected éé") and details.endswith("...")
+    assert len(details.encode()) <= MAX_STATUS_DETAILS_BYTES
 
 
 def test_a_bug_is_internal_and_the_server_keeps_serving(channel) -> None:

@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from dataplane.errors import Code, ServingError
 from dataplane.inference import InferenceService, ModelRef, run_direct
 from tests.dataplane.fakes import OneModel
 
@@ -80,6 +81,18 @@ def test_cancelling_a_submitted_plan_cancels_its_call_and_releases_the_lease(
     pending = service.submit(service.predict_plan(ModelRef("h"), "", x_inputs), str)
     assert pending.cancel()
     assert runner.steps[0].cancelled()  # a batch would now drop this caller
+    assert manager.active == 0
+
+
+def test_a_call_the_runner_cancels_fails_the_request_unavailable(half_plus_two) -> None:
+    runner = HeldRunner()
+    manager = OneModel(half_plus_two)
+    service = InferenceService(manager, runner=runner)  # type: ignore[arg-type]
+    pending = service.submit(service.predict_plan(ModelRef("h"), "", x_inputs), str)
+    assert runner.steps[0].cancel()  # the batcher dropped the call, not the client
+    error = pending.exception(5)
+    assert isinstance(error, ServingError)
+    assert (error.code, error.message) == (Code.UNAVAILABLE, "the model call was cancelled")
     assert manager.active == 0
 
 

@@ -111,6 +111,46 @@ def test_removed_version_stops_its_load_retries(
     assert served_version(manager, "a") == 1
 
 
+def test_a_loader_bug_costs_its_version_as_unknown(
+    tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
+) -> None:
+    def bug(name: str, version: int) -> None:
+        raise KeyError("no such thing")
+
+    loader.before_load = bug
+    manager = make_manager()
+    report = manager.apply_config(config_list(model_entry("a", make_versions(tmp_path / "a", 1))))
+
+    (status,) = manager.model_status("a", 1)
+    assert status.state is S.END and status.error is not None
+    assert (status.error.code, status.error.message) == (Code.UNKNOWN, "KeyError: 'no such thing'")
+    assert report.code is Code.UNKNOWN
+
+
+def test_a_version_removed_before_its_load_starts_is_cancelled_unloaded(
+    tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
+) -> None:
+    """One load thread, newest first: version 2 waits behind 3 and is gone before its turn."""
+    manager = make_manager(num_load_threads=1)
+    base = make_versions(tmp_path / "a", 1)
+    manager.apply_config(config_list(model_entry("a", base, "model_version_policy { all {} }")))
+    gate = loader.gate(tmp_path / "a" / "3")
+    make_versions(tmp_path / "a", 2, 3)
+    manager.poll_file_system()
+    wait_until(lambda: loader.calls == [("a", 1), ("a", 3)])
+
+    (tmp_path / "a" / "2").rmdir()
+    manager.poll_file_system()
+    gate.set()
+
+    wait_until(lambda: states(manager, "a").get(2) is S.END)
+    (status,) = manager.model_status("a", 2)
+    assert status.error is not None
+    assert (status.error.code, status.error.message) == (Code.CANCELLED, "Load cancelled")
+    assert loader.calls == [("a", 1), ("a", 3)]  # version 2 never reached the loader
+    wait_until(lambda: states(manager, "a").get(3) is S.AVAILABLE)
+
+
 def test_a_reload_that_waits_for_a_version_the_poll_is_retrying_ends_its_retries(
     tmp_path: Path, make_manager: Callable[..., ModelManager], loader: FakeLoader
 ) -> None:

@@ -198,8 +198,11 @@ def test_monitoring_config_in_tf_serving_format(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("prometheus_config { enabled: true }", "Invalid monitoring config file"),
-        ('prometheus_config { enable: true, path: "metrics" }', "must start with '/'"),
+        ("prometheus_config { enabled: true }", "Invalid monitoring config file {path}: "),
+        (
+            'prometheus_config { enable: true, path: "metrics" }',
+            "prometheus_config.path must start with '/': 'metrics'",
+        ),
     ],
 )
 def test_bad_monitoring_config_is_invalid_argument(tmp_path: Path, text: str, message: str) -> None:
@@ -208,4 +211,4 @@ def test_bad_monitoring_config_is_invalid_argument(tmp_path: Path, text: str, me
     with pytest.raises(ServingError) as caught:
         prometheus_path(read_monitoring_config(str(path)))
     assert caught.value.code is Code.INVALID_ARGUMENT
-    assert message in caught.value.message
+    assert caught.value.message.startswith(message.format(path=path))

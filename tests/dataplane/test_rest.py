@@ -331,6 +331,43 @@ def test_predict_errors(
         assert result["error"] == error
 
 
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (
+            b'{"instances": ["\\ud800"]}',
+            "JSON Parse error: The surrogate pair in string is invalid. at offset: 16",
+        ),
+        (
+            b'{"instances": ["a\xff"]}',
+            "JSON Parse error: Invalid encoding in string. at offset: 17",
+        ),
+    ],
+    ids=["lone-surrogate-escape", "invalid-utf8-byte"],
+)
+def test_bad_unicode_is_a_parse_error_with_its_offset(
+    dataplane: str, session: requests.Session, body: bytes, error: str
+) -> None:
+    assert call(session, dataplane, "POST", f"{HPT}:predict", body) == (400, {"error": error})
+
+
+def test_without_a_depth_bound_deep_json_is_still_a_parse_error(half_plus_two) -> None:
+    """--rest_api_max_json_depth=0 turns the bound off; the parser's own limit answers."""
+    options = ServerOptions(rest_api_port=0, rest_api_max_json_depth=0)
+    server = RestServer(options, InferenceService(OneModel(half_plus_two)))  # type: ignore[arg-type]
+    server.start()
+    try:
+        body = '{"instances": ' + "[" * 5000 + "1" + "]" * 5000 + "}"
+        with requests.Session() as session:
+            url = f"http://127.0.0.1:{server.port}"
+            assert call(session, url, "POST", f"{HPT}:predict", body) == (
+                400,
+                {"error": "JSON Parse error: The document is nested too deeply"},
+            )
+    finally:
+        server.stop(1.0)
+
+
 def test_predict_wrong_type_names_the_value(dataplane: str, session: requests.Session) -> None:
     status, result = call(session, dataplane, "POST", f"{HPT}:predict", {"instances": ["x", "y"]})
     assert status == 400

@@ -83,3 +83,47 @@ def test_missing_and_corrupt_versions_fail_with_a_status(saved_models, tmp_path)
     os.remove(corrupt / "saved_model.pb")
     with pytest.raises(ServingError, match="SavedModel"):
         load_servable("m", 1, str(corrupt), SessionOptions())
+
+
+def load_error(path, options: SessionOptions | None = None) -> tuple[Code, str]:
+    with pytest.raises(ServingError) as info:
+        load_servable("m", 1, str(path), options or SessionOptions())
+    return info.value.code, info.value.message
+
+
+def test_what_is_missing_is_not_found_in_tensorflows_words(saved_models, tmp_path):
+    """TF Serving's loader is TensorFlow's C++ one (cc/saved_model/reader.cc): NOT_FOUND."""
+    assert load_error(tmp_path / "absent") == (
+        Code.NOT_FOUND,
+        f"SavedModel directory does not exist: {tmp_path / 'absent'}",
+    )
+    version = tmp_path / "1"
+    shutil.copytree(f"{saved_models.half_plus_two}/123", version)
+    assert load_error(version, SessionOptions(tags=("serve", "gpu"))) == (
+        Code.NOT_FOUND,
+        "Could not find meta graph def matching supplied tags: { gpu serve }. To inspect "
+        "available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`",
+    )
+    os.remove(version / "saved_model.pb")
+    assert load_error(version) == (
+        Code.NOT_FOUND,
+        f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {version}. "
+        "Check that the directory exists and that you have the right permissions for accessing "
+        "it.",
+    )
+
+
+def test_a_graph_the_python_loader_refuses_is_invalid_argument(tmp_path):
+    """A graph whose node lacks its op's attributes: import_graph_def raises ValueError."""
+    version = tmp_path / "1"
+    version.mkdir()
+    (version / "saved_model.pbtxt").write_text(
+        'meta_graphs { meta_info_def { tags: "serve" } '
+        'graph_def { node { name: "a" op: "Const" } } }'
+    )
+    assert load_error(version) == (
+        Code.INVALID_ARGUMENT,
+        f"Failed to load SavedModel at {version}: NodeDef missing attrs 'dtype', 'value' from "
+        "Op<name=Const; signature= -> output:dtype; attr=value:tensor; attr=dtype:type>; "
+        "NodeDef: {{node a}}",
+    )

@@ -654,3 +654,22 @@ def test_typed_fields_larger_than_one_fill_step_keep_every_value() -> None:
     proto = tensor_pb2.TensorProto()
     tensors.fill_tensor_proto(proto, array, as_tensor_content=False)
     np.testing.assert_array_equal(tensors.to_ndarray(proto), array)
+
+
+@pytest.mark.parametrize("convert", [tensors.instances_to_arrays, tensors.columnar_to_arrays])
+def test_a_signature_without_inputs_cannot_take_json(convert) -> None:
+    error = _error(convert, [1.0], {})
+    assert (error.code, error.message) == (
+        Code.INVALID_ARGUMENT,
+        "Failed to get input map for signature",
+    )
+
+
+def test_a_ragged_columnar_value_is_a_list_of_unexpected_size() -> None:
+    error = _error(
+        tensors.columnar_to_arrays, [[1, 2], [3, 4, 5]], {"default": _spec(types_pb2.DT_INT32)}
+    )
+    assert (error.code, error.message) == (
+        Code.INVALID_ARGUMENT,
+        "Encountered list at unexpected size: 3 at level: 1 expected size: 2",
+    )
