@@ -318,15 +318,23 @@ def _reply(call: Call, done: Future[Message]) -> None:
 
 # grpcio clients refuse status details over 8 KiB at random and over 16 KiB always (as
 # trailer metadata); a message that echoes client input (a model name) is cut well below that.
+# The limit is on the wire form: grpc-message percent-encodes every byte outside printable
+# ASCII (and "%") as three characters.
 MAX_STATUS_DETAILS_BYTES = 4096
 
 
 def status_details(message: str) -> str:
-    """`message`, cut to MAX_STATUS_DETAILS_BYTES of UTF-8 (ending "...") when longer."""
+    """`message`, cut (ending "...") where its percent-encoded form would pass
+    MAX_STATUS_DETAILS_BYTES."""
     encoded = message.encode()
-    if len(encoded) <= MAX_STATUS_DETAILS_BYTES:
+    if len(encoded) * 3 <= MAX_STATUS_DETAILS_BYTES:
         return message
-    return encoded[: MAX_STATUS_DETAILS_BYTES - 3].decode(errors="ignore") + "..."
+    size = 0
+    for end, byte in enumerate(encoded):
+        size += 1 if 0x20 <= byte <= 0x7E and byte != 0x25 else 3
+        if size > MAX_STATUS_DETAILS_BYTES - 3:
+            return encoded[:end].decode(errors="ignore") + "..."
+    return message
 
 
 def _fail(call: Call, exc: BaseException) -> None:
