@@ -120,8 +120,7 @@ def run_serve(settings: Settings, http_argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    fleet, db = _start_fleet(settings)
-    started.append(fleet)
+    fleet, db = _start_fleet(settings, started)
     try:
         code = http.wait()
     finally:
@@ -140,8 +139,7 @@ def run_fleet(settings: Settings) -> int:
     signal.signal(signal.SIGINT, lambda _s, _f: stopping.set())
     started: list[Any] = []
     _on_wake(started)
-    fleet, db = _start_fleet(settings)
-    started.append(fleet)
+    fleet, db = _start_fleet(settings, started)
     try:
         stopping.wait()
     finally:
@@ -156,12 +154,15 @@ def _on_wake(started: list[Any]) -> None:
     signal.signal(signal.SIGUSR1, lambda _s, _f: started and started[0].notify())
 
 
-def _start_fleet(settings: Settings) -> tuple[Any, Any]:
+def _start_fleet(settings: Settings, started: list[Any]) -> tuple[Any, Any]:
+    """The fleet is in `started` before it starts, so a wake-up that arrives while its first
+    cycle runs is kept for the next one, not dropped."""
     from .db import Database
     from .fleet import Fleet  # TensorFlow Serving's protos: after gunicorn is forked off
 
     db = Database(settings.database_url, settings.pool)
     fleet = Fleet(db, settings)
+    started.append(fleet)
     fleet.start()
     log.info("fleet worker running in pid %d", os.getpid())
     return fleet, db
