@@ -9,10 +9,10 @@ against grpc.aio on this machine it doubles throughput and halves p99 (docs/perf
 
 Handlers are plain functions of the request. A handler that cannot answer at once (a batched or
 offloaded model call) returns a Future; the answer is written from the thread that completes
-it, and a call the client cancels cancels that Future (so a batch drops the caller). Handlers
-that block run on a small pool (a config reload instead queues on its own thread and
-returns a Future: reload_queue.py); server-streaming handlers get a
-`ResponseStream` and write to it from their own thread.
+it, and a call the client cancels cancels that Future (so a batch drops the caller). No handler
+blocks the dispatcher: a model call runs inline only when it is short (offload.py), a config
+reload queues on its own thread and returns a Future (reload_queue.py), and server-streaming
+handlers get a `ResponseStream` and write to it from their own thread.
 
 Before a request is decoded, a call whose deadline has passed while it queued is answered
 DEADLINE_EXCEEDED, and a call to an `admin` route must carry the admin credential
@@ -31,7 +31,7 @@ import enum
 import functools
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,6 @@ ChannelArgs = Sequence[tuple[str, int | str]]
 
 class Kind(enum.Enum):
     UNARY = "unary"  # answered on the dispatcher, or later through a Future
-    BLOCKING = "blocking"  # may block: runs on the pool
     STREAM = "stream"  # server streaming: the handler gets a ResponseStream
 
 
@@ -85,7 +84,6 @@ Routes = Mapping[str, Route]
 def service_routes(
     service: ServiceDescriptor,
     handlers: Mapping[str, Callable[..., Any]],
-    blocking: Collection[str] = (),
     coalescers: Mapping[str, Coalescer] | None = None,
     admin: Collection[str] = (),
 ) -> dict[str, Route]:
@@ -97,10 +95,7 @@ def service_routes(
         method = service.methods_by_name.get(name)
         if method is None:
             raise ValueError(f"{service.full_name} has no method {name}")
-        if method.server_streaming:
-            kind = Kind.STREAM
-        else:
-            kind = Kind.BLOCKING if name in blocking else Kind.UNARY
+        kind = Kind.STREAM if method.server_streaming else Kind.UNARY
         coalesce = coalescers.get(name)
         if coalesce is not None and kind is not Kind.UNARY:
             raise ValueError(f"{service.full_name}.{name} is not unary; it cannot coalesce")
@@ -131,13 +126,12 @@ class ResponseStream:
 
 
 class GrpcServer:
-    """Owns the transport, the dispatcher thread and the pool for blocking handlers."""
+    """Owns the transport and the dispatcher thread."""
 
     def __init__(
         self,
         routes: Routes,
         channel_args: ChannelArgs,
-        blocking_workers: int,
         spin_microseconds: int = 0,
         transport: Transport | None = None,
         admin_auth: AdminAuth = OPEN,
@@ -151,7 +145,6 @@ class GrpcServer:
         self._admin_auth = admin_auth
         self._channel_args = list(channel_args)
         self._spin_microseconds = spin_microseconds
-        self._pool = ThreadPoolExecutor(max_workers=blocking_workers, thread_name_prefix="grpc")
         self._frontend: Frontend | None = None
         self._stopping = False
         # Per-call errors fail only that call; anything else ending the dispatcher is fatal.
@@ -177,7 +170,6 @@ class GrpcServer:
             self._frontend.close()
         if self._dispatcher.is_alive():
             self._dispatcher.join()
-        self._pool.shutdown(wait=True)
 
     def wait(self) -> None:
         """Block until the server has stopped."""
@@ -204,15 +196,13 @@ class GrpcServer:
         call: Call,
         together: dict[str, list[tuple[Call, Message]]],
     ) -> None:
-        """Answer one call now, on the pool, or with the calls to coalesce."""
+        """Answer one call now, or keep it with the calls to coalesce."""
         decoded = self._decode(call)
         if decoded is None:
             return
         route, request = decoded
         if route.coalesce is not None:
             together.setdefault(call.method, []).append((call, request))
-        elif route.kind is Kind.BLOCKING:
-            self._pool.submit(self._answer, call, route, request)
         else:
             self._answer(call, route, request)
 
@@ -279,7 +269,7 @@ class GrpcServer:
                 _fail(call, exc)
 
     def _answer(self, call: Call, route: Route, request: Message) -> None:
-        """Run the handler; whatever goes wrong fails this call only (also on the pool)."""
+        """Run the handler; whatever goes wrong fails this call only."""
         CURRENT_CALL.set(call)  # its metadata, for a handler that traces (tracing.py)
         try:
             if route.kind is Kind.STREAM:

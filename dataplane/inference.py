@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -32,6 +32,7 @@ from dataplane.errors import Code, ServingError
 from dataplane.limits import DEFAULT_LIMITS, RequestLimits
 from dataplane.manager import ModelManager
 from dataplane.metrics import UNKNOWN_MODEL
+from dataplane.offload import SLOW_CALL_SECONDS, Offload
 from dataplane.servable import Servable, Signature
 from dataplane.signatures import TensorSpec, datatype_of
 
@@ -43,10 +44,6 @@ _PREDICTABLE_METHODS = (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD)
 # The aliases TF Serving's Classify/Regress/MultiInference feed and fetch (signature_constants).
 EXAMPLES_INPUT = "inputs"
 REGRESSION_OUTPUT = "outputs"
-# A direct model call this fast runs on the front end's dispatcher; slower ones go to the
-# offload pool.
-INLINE_CALL_SECONDS = 0.002
-
 InputDecoder = Callable[[Mapping[str, TensorSpec]], Mapping[str, np.ndarray]]
 
 
@@ -272,7 +269,7 @@ class InferenceService:
         runner: Runner = run_direct,
         check_method_names: bool = False,
         metrics: RequestMetrics | None = None,
-        offload: Executor | None = None,
+        offload: Offload | None = None,
         entrypoint: str = "",
         runs_ready_batches: bool = False,
         limits: RequestLimits = DEFAULT_LIMITS,
@@ -370,10 +367,10 @@ class InferenceService:
     def submit(self, plan: Plan[Result], answer: Callable[[Result], Answer]) -> Future[Answer]:
         """Drive a plan without ever blocking the calling thread (a front end's dispatcher).
 
-        A direct call runs inline when the signature is typically fast (a thread hop would
-        cost more than the call); a batched call, or a slow one (on the offload pool), is
-        waited for by callback, and the plan resumes in the thread that finished it. `answer`
-        turns the plan's result into the reply in that same thread. Cancelling the returned
+        A direct call runs inline or on the offload threads as `Offload.place` decides (by
+        the signature's typical call time and whether a core is idle); a batched or offloaded
+        call is waited for by callback, and the plan resumes in the thread that finished it.
+        `answer` turns the plan's result into the reply in that same thread. Cancelling the returned
         future cancels the model call it waits on, so a batch drops a caller who went away.
         """
         pending: PendingAnswer[Answer] = PendingAnswer()
@@ -389,9 +386,9 @@ class InferenceService:
     ) -> None:
         try:
             call = _resume(plan, step)
-            while self._runs_inline(call):
+            while (started := self._start(call)) is None:
                 call = self._call_now(plan, call)
-            pending.step = self._start(call)
+            pending.step = started
             pending.step.add_done_callback(lambda done: self._advance(plan, answer, pending, done))
         except StopIteration as done:
             pending.settle(answer, done.value)
@@ -410,22 +407,19 @@ class InferenceService:
             return plan.throw(exc)
         return plan.send(outputs)
 
-    def _start(self, call: ModelCall) -> Future[Outputs]:
+    def _start(self, call: ModelCall) -> Future[Outputs] | None:
+        """The call started elsewhere (batcher or offload thread), or None: run it here."""
         args = (call.servable, call.signature, call.feeds, call.output_keys)
         if self._submit is not None:
             # A fast batch that need not wait may run in this thread (the batcher decides).
-            fast = call.signature.typical_seconds < INLINE_CALL_SECONDS
+            fast = call.signature.typical_seconds < SLOW_CALL_SECONDS
             run_here = self._runs_ready_batches and fast
             return self._submit(*args, requests=call.requests, run_here=run_here)
-        assert self._offload is not None, "only calls _runs_inline refused come here"
+        if self._offload is None:
+            return None
         trace = tracing.active()
         run = self._run if trace is None else trace.timed("model", self._run)
-        return self._offload.submit(run, *args)
-
-    def _runs_inline(self, call: ModelCall) -> bool:
-        if self._submit is not None:
-            return False
-        return self._offload is None or call.signature.typical_seconds < INLINE_CALL_SECONDS
+        return self._offload.place(call.signature.typical_seconds, run, *args)
 
     def predict(
         self,

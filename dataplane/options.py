@@ -46,6 +46,7 @@ class ServerOptions:
     grpc_max_threads: int = 0
     grpc_channel_arguments: str = ""
     grpc_dispatcher_spin_micros: int = 300
+    inline_model_call_micros: int = 100
     grpc_transport: str = "native"
     grpc_max_pending_calls: int = 4096
     ssl_config_file: str = ""
@@ -137,6 +138,10 @@ _HELP: dict[str, str] = {
     "grpc_dispatcher_spin_micros": "Under light load the gRPC dispatcher polls this long for "
     "the next call before it sleeps: lower latency for up to one core of polling; 0 turns it "
     "off (modelplane extension)",
+    "inline_model_call_micros": "Model calls typically shorter than this run on the front "
+    "end's dispatcher thread; longer ones run on a thread while a core is idle, and those of "
+    "2 ms or more always do. 2000: every call under 2 ms inline, the single-thread design "
+    "(modelplane extension)",
     "grpc_transport": "gRPC transport: native (the built extension; grpcio, with a warning, "
     "where it is not built) or grpcio (modelplane extension)",
     "grpc_max_pending_calls": "gRPC calls held for the Python side at once beyond which new "
@@ -171,6 +176,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 _NON_NEGATIVE = (
     "grpc_dispatcher_spin_micros",
     "grpc_max_pending_calls",
+    "inline_model_call_micros",
     "max_queued_reloads",
     "rest_api_timeout_in_ms",
     "rest_api_max_body_bytes",

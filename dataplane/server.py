@@ -24,6 +24,7 @@ from dataplane.inference import InferenceService, run_direct
 from dataplane.info_service import InfoService
 from dataplane.limits import RequestLimits
 from dataplane.manager import ModelManager
+from dataplane.offload import Offload
 from dataplane.options import ServerOptions
 from dataplane.reload_queue import ReloadQueue
 from dataplane.request_log import LogSettings, RequestLogger
@@ -152,17 +153,18 @@ class DataPlane:
             if options.tracing_otlp_endpoint
             else Tracing.off()
         )
-        # Each front end runs fast calls on its one dispatcher thread (gRPC's dispatcher, the
-        # REST loop); slow ones (and only those) use these.
+        # Each front end runs short calls on its one dispatcher thread (gRPC's dispatcher, the
+        # REST loop); longer ones use these threads as offload.py decides.
         self._offload = ThreadPoolExecutor(
             max_workers=options.offload_threads, thread_name_prefix="inference"
         )
+        offload = Offload(self._offload, inline_seconds=options.inline_model_call_micros / 1e6)
         self.service = InferenceService(
             self.manager,
             runner=runner,
             check_method_names=options.enable_signature_method_name_check,
             metrics=self.metrics,
-            offload=self._offload,
+            offload=offload,
             limits=RequestLimits(options.max_request_elements, options.max_response_elements),
         )
         self.health = HealthService(self.manager)
@@ -181,9 +183,9 @@ class DataPlane:
         self.grpc_port = 0
 
     def _build_grpc_server(self) -> GrpcServer:
-        """Fast inference runs on the dispatcher thread (batches too, when they need not
-        wait), other batched calls complete by callback, slow model calls use the shared
-        offload pool; reloads queue on their own thread."""
+        """Short inference runs on the dispatcher thread (batches too, when they need not
+        wait), other batched calls complete by callback, longer model calls use the shared
+        offload threads; reloads queue on their own thread."""
         tensor_content = self.options.enable_serialization_as_tensor_content
         try:
             admin_auth = read_admin_auth(self.options.admin_token_file)
@@ -206,7 +208,6 @@ class DataPlane:
         return GrpcServer(
             routes,
             channel_arguments(self.options.grpc_channel_arguments),
-            blocking_workers=2,
             spin_microseconds=self.options.grpc_dispatcher_spin_micros,
             transport=grpc_transport(self.options, self.tls),
             admin_auth=admin_auth,

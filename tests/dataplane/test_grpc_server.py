@@ -78,7 +78,7 @@ def transport(request: pytest.FixtureRequest) -> Transport:
 def start_server(
     routes, transport, channel_args=(), address="127.0.0.1:0", spin_microseconds=0
 ) -> tuple[GrpcServer, int]:
-    server = GrpcServer(routes, list(channel_args), 2, spin_microseconds, transport)
+    server = GrpcServer(routes, list(channel_args), spin_microseconds, transport)
     return server, server.start([address])
 
 
@@ -116,8 +116,6 @@ def test_routes_take_request_types_and_kinds_from_the_descriptor(handlers) -> No
     routes = service_routes(HEALTH, {"Check": handlers.check, "Watch": handlers.watch})
     assert routes[CHECK].request_type is Request and routes[CHECK].kind is Kind.UNARY
     assert routes[WATCH].kind is Kind.STREAM
-    blocking = service_routes(HEALTH, {"Check": handlers.check}, blocking={"Check"})
-    assert blocking[CHECK].kind is Kind.BLOCKING
     with pytest.raises(ValueError, match=r"grpc\.health\.v1\.Health has no method Chek"):
         service_routes(HEALTH, {"Chek": handlers.check})
 
@@ -228,20 +226,6 @@ def test_calls_in_a_row_and_a_stop_work_with_any_spin(transport, spin: int) -> N
     server.stop(0)
     assert statuses == [Response.SERVING] * 20
     assert time.monotonic() - started < 2.0
-
-
-def test_blocking_routes_run_on_the_pool(transport) -> None:
-    handlers = Handlers()
-    server, port = start_server(
-        service_routes(HEALTH, {"Check": handlers.check}, {"Check"}), transport
-    )
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            unary(channel)(Request(service="ok"), timeout=5)
-    finally:
-        server.stop(0)
-    assert handlers.threads[0].startswith("grpc")
-    assert handlers.threads[0] != "grpc-dispatch"
 
 
 class Coalescing:
@@ -362,7 +346,7 @@ def test_a_port_in_use_is_a_clear_error(transport) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = GrpcServer({}, [("grpc.so_reuseport", 0)], 1, transport=transport)
+        server = GrpcServer({}, [("grpc.so_reuseport", 0)], transport=transport)
         with pytest.raises(RuntimeError, match=f"cannot listen on 127\\.0\\.0\\.1:{port}"):
             server.start([f"127.0.0.1:{port}"])
 
@@ -503,7 +487,7 @@ def test_admin_routes_need_the_token_and_the_others_stay_open(transport) -> None
         HEALTH, {"Check": handlers.check, "Watch": handlers.watch}, admin={"Check"}
     )
     assert routes[CHECK].admin and not routes[WATCH].admin
-    server = GrpcServer(routes, [], 2, transport=transport, admin_auth=AdminAuth(b"tok"))
+    server = GrpcServer(routes, [], transport=transport, admin_auth=AdminAuth(b"tok"))
     port = server.start(["127.0.0.1:0"])
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

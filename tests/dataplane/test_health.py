@@ -45,7 +45,7 @@ def servicer(manager: FakeManager) -> HealthService:
 @pytest.fixture
 def stub(servicer: HealthService) -> Iterator[health_pb2_grpc.HealthStub]:
     """The service on the data plane's own gRPC front end, on a free loopback port."""
-    server = GrpcServer(health_routes(servicer), channel_args=[], blocking_workers=2)
+    server = GrpcServer(health_routes(servicer), channel_args=[])
     port = server.start(["127.0.0.1:0"])
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield health_pb2_grpc.HealthStub(channel)

@@ -10,6 +10,7 @@ import pytest
 
 from dataplane.errors import Code, ServingError
 from dataplane.inference import InferenceService, ModelRef, run_direct
+from dataplane.offload import SLOW_CALL_SECONDS, Offload
 from tests.dataplane.fakes import OneModel
 
 
@@ -109,23 +110,84 @@ def test_blocking_and_submitting_drivers_give_the_same_prediction(half_plus_two)
         )
 
 
-def test_fast_calls_run_inline_and_slow_ones_on_the_offload_pool(half_plus_two) -> None:
+def gated_runner(threads: list[str], release: threading.Event):
+    """Records each call's thread; a call on an offload thread waits for `release`."""
+
+    def run(servable, signature, feeds, output_keys):
+        name = threading.current_thread().name
+        threads.append(name)
+        if name.startswith("offload"):
+            assert release.wait(5)
+        return run_direct(servable, signature, feeds, output_keys)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("typical_seconds", "thread"),
+    [(0.00001, "MainThread"), (0.0005, "offload"), (1.0, "offload")],
+)
+def test_only_calls_shorter_than_a_hand_off_run_inline_while_a_core_is_idle(
+    half_plus_two, typical_seconds: float, thread: str
+) -> None:
+    threads: list[str] = []
+    with ThreadPoolExecutor(2, thread_name_prefix="offload") as pool:
+        service = InferenceService(
+            OneModel(half_plus_two),  # type: ignore[arg-type]
+            runner=recording_runner(threads),
+            offload=Offload(pool, cores=2),
+        )
+        half_plus_two.signature("serving_default").typical_seconds = typical_seconds
+        pending = service.submit(service.predict_plan(ModelRef("h"), "", x_inputs), answer_y)
+        assert pending.result(5) == [[2.5], [3.5]]
+    assert threads[0].startswith(thread)
+
+
+def answer_y(prediction) -> list:
+    return prediction.outputs["y"].tolist()
+
+
+def test_with_every_core_busy_a_short_call_runs_inline_and_a_slow_one_waits_for_a_thread(
+    half_plus_two,
+) -> None:
+    threads: list[str] = []
+    release = threading.Event()
+    signature = half_plus_two.signature("serving_default")
+    with ThreadPoolExecutor(4, thread_name_prefix="offload") as pool:
+        offload = Offload(pool, cores=1)
+        service = InferenceService(
+            OneModel(half_plus_two),  # type: ignore[arg-type]
+            runner=gated_runner(threads, release),
+            offload=offload,
+        )
+
+        def submit(typical_seconds: float):
+            signature.typical_seconds = typical_seconds
+            return service.submit(service.predict_plan(ModelRef("h"), "", x_inputs), answer_y)
+
+        holding = submit(0.0005)  # takes the one core's thread and waits there
+        inline = submit(0.0005)  # no idle core: runs here, at once
+        assert inline.done() and inline.result() == [[2.5], [3.5]]
+        slow = submit(1.0)  # would stall the dispatcher: a thread even so
+        assert not slow.done() and offload.busy == 2
+        release.set()
+        assert holding.result(5) == slow.result(5) == [[2.5], [3.5]]
+    assert [name.split("_")[0] for name in threads] == ["offload", "MainThread", "offload"]
+    assert offload.busy == 0
+
+
+def test_the_single_thread_design_runs_every_call_under_2_ms_inline(half_plus_two) -> None:
     threads: list[str] = []
     with ThreadPoolExecutor(1, thread_name_prefix="offload") as pool:
         service = InferenceService(
             OneModel(half_plus_two),  # type: ignore[arg-type]
             runner=recording_runner(threads),
-            offload=pool,
+            offload=Offload(pool, cores=8, inline_seconds=SLOW_CALL_SECONDS),
         )
         signature = half_plus_two.signature("serving_default")
-
-        def predict_once() -> None:
-            service.submit(service.predict_plan(ModelRef("h"), "", x_inputs), str).result(5)
-
-        signature.typical_seconds = 0.0001
-        predict_once()
-        signature.typical_seconds = 1.0  # a model that would stall the dispatcher for a second
-        predict_once()
+        for typical_seconds in (0.0019, 0.002):
+            signature.typical_seconds = typical_seconds
+            service.submit(service.predict_plan(ModelRef("h"), "", x_inputs), answer_y).result(5)
     assert threads[0] == "MainThread"
     assert threads[1].startswith("offload")
 

@@ -24,6 +24,7 @@ import requests
 from dataplane.http_server import HttpLimits
 from dataplane.inference import InferenceService, run_direct
 from dataplane.manager import ModelManager
+from dataplane.offload import Offload
 from dataplane.options import ServerOptions
 from dataplane.rest import RestServer, http_limits
 from dataplane.servable import load_servable
@@ -679,7 +680,7 @@ def test_a_slow_model_runs_off_the_loop_and_others_are_served_meanwhile(half_plu
     options = ServerOptions(rest_api_port=0)
     with ThreadPoolExecutor(1, thread_name_prefix="offload") as pool:
         manager = OneModel(half_plus_two)
-        service = InferenceService(manager, slow_runner, offload=pool)  # type: ignore[arg-type]
+        service = InferenceService(manager, slow_runner, offload=Offload(pool))  # type: ignore[arg-type]
         server = RestServer(options, service, {"/up": lambda: (200, b"up", "text/plain")})
         server.start()
         url = f"http://127.0.0.1:{server.port}"

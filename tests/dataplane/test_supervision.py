@@ -136,7 +136,7 @@ def grpc_server() -> Iterator[tuple[GrpcServer, grpc.Channel]]:
         handlers.check,
         routes["/grpc.health.v1.Health/Check"].kind,
     )
-    server = GrpcServer(routes, [], blocking_workers=1)
+    server = GrpcServer(routes, [])
     port = server.start(["127.0.0.1:0"])
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield server, channel

@@ -49,7 +49,7 @@ def big_answer(request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheck
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    server = GrpcServer(service_routes(HEALTH, {"Check": big_answer}), [], blocking_workers=1)
+    server = GrpcServer(service_routes(HEALTH, {"Check": big_answer}), [])
     yield server.start(["127.0.0.1:0"])
     server.stop(0)
 
