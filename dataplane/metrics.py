@@ -24,7 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from google.protobuf import text_format
-from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from dataplane import errors
 from dataplane.errors import Code
@@ -153,6 +159,13 @@ class ServingMetrics:
             ("model_path", "status"),
             _LATENCY_US,
         )
+        self.intra_op_threads = Gauge(
+            ":modelplane:intra_op_threads",
+            "Threads each op of the model's latest loaded version may use (its warmup calls' "
+            "length decides unless --tensorflow_intra_op_parallelism is set).",
+            ("model_name",),
+            registry=self.registry,
+        )
         self.queuing_latency = self._histogram(
             ":tensorflow:serving:batching_session:queuing_latency",
             "Distribution of wall time spent (in microseconds) in queuing",
@@ -218,6 +231,10 @@ class ServingMetrics:
 
     def record_unload(self, model: str) -> None:
         self.model_unload_count.inc(model)
+
+    def record_intra_op_threads(self, model: str, threads: int) -> None:
+        """The intra-op threads the model's latest loaded version runs each op on."""
+        self.intra_op_threads.labels(model).set(threads)
 
     def record_warmup(self, model_path: str, status: Code, seconds: float) -> None:
         self.warmup_latency.labels(model_path, status.name).observe(seconds * 1e6)

@@ -35,6 +35,11 @@ from dataplane.signatures import (
 
 log = logging.getLogger(__name__)
 
+# Without it TensorFlow gives every session the intra-op pool the process's first session
+# sized (local_device.cc's global pool), so no model could get threads of its own. Read once,
+# when the first session is created.
+os.environ.setdefault("TF_OVERRIDE_GLOBAL_THREADPOOL", "1")
+
 _Callable = Callable[..., list[np.ndarray]]
 
 # inter_op_parallelism_threads < 0: TensorFlow runs every op in the thread calling Run.
@@ -60,6 +65,9 @@ class SessionOptions:
     intra_op_parallelism: int = DEFAULT_INTRA_OP_THREADS
     inter_op_parallelism: int = CALLER_THREAD
     per_process_gpu_memory_fraction: float = 0.0
+    # No intra-op flag was given: a model whose warmup calls are long gets more threads
+    # (warmup.PreparedLoader).
+    fitted_intra_op: bool = False
 
     @classmethod
     def from_server_options(cls, options: ServerOptions) -> SessionOptions:
@@ -79,6 +87,7 @@ class SessionOptions:
             intra_op_parallelism=intra or DEFAULT_INTRA_OP_THREADS,
             inter_op_parallelism=inter or CALLER_THREAD,
             per_process_gpu_memory_fraction=options.per_process_gpu_memory_fraction,
+            fitted_intra_op=not intra,
         )
 
     def config_proto(self) -> config_pb2.ConfigProto:
@@ -145,7 +154,10 @@ class Signature:
         except tf.errors.OpError as exc:
             raise ServingError(Code(exc.error_code), exc.message) from None
         elapsed = time.perf_counter() - started
-        self.typical_seconds += (elapsed - self.typical_seconds) * _TIMING_WEIGHT
+        if self.typical_seconds:
+            self.typical_seconds += (elapsed - self.typical_seconds) * _TIMING_WEIGHT
+        else:  # the first call: an average from zero would call a slow model fast
+            self.typical_seconds = elapsed
         return dict(zip(keys, results, strict=True))
 
     def warm(self) -> None:
@@ -227,10 +239,12 @@ class Servable:
         path: str,
         session: tf.compat.v1.Session,
         meta_graph: meta_graph_pb2.MetaGraphDef,
+        intra_op_threads: int = DEFAULT_INTRA_OP_THREADS,
     ) -> None:
         self.name = name
         self.version = version
         self.path = path
+        self.intra_op_threads = intra_op_threads
         self._session = session
         # All of them, the init pseudo-signature included: GetModelMetadata reports the
         # MetaGraphDef's map as it is (TF Serving's TF2 testdata metadata lists it).
@@ -244,6 +258,11 @@ class Servable:
         }
         for signature in self.signatures.values():
             signature.warm()
+
+    @property
+    def longest_call_seconds(self) -> float:
+        """The typical call time of its slowest signature (0 before any call)."""
+        return max((s.typical_seconds for s in self.signatures.values()), default=0.0)
 
     def signature(self, key: str) -> Signature:
         """The named signature; TF Serving's FAILED_PRECONDITION when it is not exported."""
@@ -287,7 +306,7 @@ def load_servable(name: str, version: int, path: str, options: SessionOptions) -
     try:
         with graph.as_default():
             meta_graph = tf.compat.v1.saved_model.loader.load(session, list(options.tags), path)
-        return Servable(name, version, path, session, meta_graph)
+        return Servable(name, version, path, session, meta_graph, options.intra_op_parallelism)
     except tf.errors.OpError as exc:
         session.close()
         raise ServingError(Code(exc.error_code), exc.message) from None

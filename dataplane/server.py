@@ -6,6 +6,7 @@ as tensorflow_model_server does, so the first request after start can already be
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import logging
@@ -23,8 +24,8 @@ from dataplane.health import HealthService
 from dataplane.inference import InferenceService, run_direct
 from dataplane.info_service import InfoService
 from dataplane.limits import RequestLimits
-from dataplane.manager import ModelManager
-from dataplane.offload import Offload
+from dataplane.manager import LoadFn, ModelManager
+from dataplane.offload import Offload, usable_cores
 from dataplane.options import ServerOptions
 from dataplane.reload_queue import ReloadQueue
 from dataplane.request_log import LogSettings, RequestLogger
@@ -121,6 +122,16 @@ def metrics_routes(
     return {path: lambda: (200, serving_metrics.exposition(), metrics.CONTENT_TYPE)}
 
 
+def wide_loader(session_options: SessionOptions) -> LoadFn | None:
+    """Loads a version with intra-op threads up to the cores, for models whose warmup calls
+    are long; None when an intra-op flag decides or there is only one core."""
+    cores = usable_cores()
+    if not session_options.fitted_intra_op or cores == 1:
+        return None
+    wide = dataclasses.replace(session_options, intra_op_parallelism=cores)
+    return functools.partial(load_servable, options=wide)
+
+
 class DataPlane:
     """One data-plane process: owns the manager and both protocol servers."""
 
@@ -131,13 +142,15 @@ class DataPlane:
         self.tls = tls_config(options)
         self.batching = batching_runner(options, self.metrics)
         runner = self.batching or run_direct
+        session_options = SessionOptions.from_server_options(options)
         load = PreparedLoader(
-            functools.partial(load_servable, options=SessionOptions.from_server_options(options)),
+            functools.partial(load_servable, options=session_options),
             runner=runner,
             warmup=options.enable_model_warmup,
             warmup_iterations=options.num_request_iterations_for_warmup,
             per_model_batching=options.enable_per_model_batching_parameters,
             metrics=self.metrics,
+            load_wide=wide_loader(session_options),
         )
         self.request_logs = RequestLogger(
             LogSettings(

@@ -43,6 +43,8 @@ from dataplane.servable import Servable
 log = logging.getLogger(__name__)
 
 ASSETS_EXTRA = "assets.extra"
+# A model whose warmup calls take this long or longer gets intra-op threads up to the cores.
+WIDE_CALL_SECONDS = 0.005
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_RECORDS = 1000  # TF Serving's WarmupConsts::kMaxNumRecords
 
@@ -167,18 +169,28 @@ class PreparedLoader:
     warmup_iterations: int = 1
     per_model_batching: bool = False
     metrics: ServingMetrics | None = None
+    # Loads the same version with intra-op threads up to the cores; None: keep what `load`
+    # gives (an intra-op flag was set, or there is one core).
+    load_wide: LoadFn | None = None
+    wide_call_seconds: float = WIDE_CALL_SECONDS
 
     def __call__(self, name: str, version: int, path: str) -> Servable:
         start = time.perf_counter()
         status = Code.OK
         try:
-            return self._prepared(self.load(name, version, path))
+            servable = self._prepared(self.load(name, version, path))
+            if self.load_wide is not None:
+                servable = self._fitted(servable)
         except ServingError as exc:
             status = exc.code
             raise
         finally:
             if self.metrics is not None:
                 self.metrics.record_load(name, status, time.perf_counter() - start)
+        if self.metrics is not None:
+            weakref.finalize(servable, self.metrics.record_unload, servable.name)
+            self.metrics.record_intra_op_threads(servable.name, servable.intra_op_threads)
+        return servable
 
     def _prepared(self, servable: Servable) -> Servable:
         """Attach batching parameters and warm up; a failure closes the servable again."""
@@ -192,6 +204,28 @@ class PreparedLoader:
         except BaseException:
             servable.close()
             raise
-        if self.metrics is not None:
-            weakref.finalize(servable, self.metrics.record_unload, servable.name)
         return servable
+
+    def _fitted(self, servable: Servable) -> Servable:
+        """The version again with intra-op threads up to the cores when its warmup calls were
+        long (at one client such a call would otherwise leave every other core idle), else
+        as it is. Short calls, and a model without warmup records, keep one thread: a server
+        runs many calls at once, and spreading each op costs more in hand-offs than it saves
+        on short ones (docs/performance.md, "Intra-op threads")."""
+        assert self.load_wide is not None
+        seconds = servable.longest_call_seconds
+        chosen = servable
+        if seconds and seconds >= self.wide_call_seconds:
+            try:
+                wide = self.load_wide(servable.name, servable.version, servable.path)
+                chosen = self._prepared(wide)
+            finally:
+                servable.close()
+        log.info(
+            "%s version %d: %s: %d intra-op thread(s)",
+            chosen.name,
+            chosen.version,
+            f"warmup calls {seconds * 1e3:.2f} ms" if seconds else "no warmup calls",
+            chosen.intra_op_threads,
+        )
+        return chosen

@@ -258,6 +258,58 @@ def test_prepared_loader_warms_attaches_per_model_batching_and_counts(version_di
         runner.close()
 
 
+def loader_with_wide_sessions(
+    loaded: list[Servable], wide_call_seconds: float, metrics: ServingMetrics
+) -> PreparedLoader:
+    def load(threads: int) -> Callable[[str, int, str], Servable]:
+        def run(name: str, version: int, path: str) -> Servable:
+            options = SessionOptions(intra_op_parallelism=threads)
+            loaded.append(load_servable(name, version, path, options))
+            return loaded[-1]
+
+        return run
+
+    return PreparedLoader(
+        load(1), metrics=metrics, load_wide=load(3), wide_call_seconds=wide_call_seconds
+    )
+
+
+@pytest.mark.parametrize(("wide_call_seconds", "threads"), [(1e-9, 3), (60.0, 1)])
+def test_a_model_with_long_warmup_calls_is_loaded_again_with_intra_op_threads(
+    version_dir: str, wide_call_seconds: float, threads: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_records(version_dir, [predict_log().SerializeToString()])
+    loaded: list[Servable] = []
+    metrics = ServingMetrics()
+    loader = loader_with_wide_sessions(loaded, wide_call_seconds, metrics)
+    with caplog.at_level("INFO", logger="dataplane.warmup"):
+        servable = loader("hp", 1, version_dir)
+    assert servable is loaded[-1] and servable.intra_op_threads == threads
+    assert len(loaded) == (2 if threads == 3 else 1)
+    if threads == 3:
+        assert loaded[0].signatures == {}  # the one-thread session is closed
+    x = np.array([[1.0], [3.0]], np.float32)
+    assert servable.signature("serving_default").run({"x": x})["y"].tolist() == [[2.5], [3.5]]
+    assert f':modelplane:intra_op_threads{{model_name="hp"}} {threads}.0' in (
+        metrics.exposition().decode()
+    )
+    assert "hp version 1: warmup calls " in caplog.text
+    assert caplog.text.rstrip().endswith(f"{threads} intra-op thread(s)")
+    servable.close()
+
+
+def test_a_model_without_warmup_records_keeps_one_intra_op_thread(
+    version_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    loaded: list[Servable] = []
+    loader = loader_with_wide_sessions(loaded, 1e-9, ServingMetrics())
+    with caplog.at_level("INFO", logger="dataplane.warmup"):
+        servable = loader("hp", 1, version_dir)
+    assert loaded == [servable] and servable.intra_op_threads == 1
+    assert "hp version 1: no warmup calls: 1 intra-op thread(s)" in caplog.text
+    servable.close()
+
+
 def test_invalid_per_model_batching_fails_the_load(version_dir: str) -> None:
     Path(version_dir, "batching_params.pbtxt").write_text("max_batch_size { value: 0 }")
     runner = BatchingRunner(BatchingConfig(num_batch_threads=1))
