@@ -99,7 +99,8 @@ class ServerOptions:
 
     @property
     def offload_threads(self) -> int:
-        """Threads for model calls too slow to run on a front end's one dispatcher thread.
+        """Threads for the model calls a front end's one dispatcher thread does not run itself
+        (offload.py says which).
 
         Both front ends share them, so the pool gets the larger of TF Serving's two thread
         flags (--grpc_max_threads, --rest_api_num_threads), each 4 per core when 0.
