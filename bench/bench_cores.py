@@ -131,6 +131,8 @@ def serve_cell(cell: Cell, server: DataPlaneProcess, seconds: float) -> Served:
     cpu, wall = cpu_seconds(pid) - before, time.perf_counter() - started
     # h2load warms up for 1 s before it measures; CPU is counted over its whole run.
     requests = m.examples_per_s / cell.rows * wall
+    if not requests:
+        raise RuntimeError(f"{cell.label}: no request answered in {seconds} s")
     return Served(m, cpu / wall, cpu / requests * 1e3)
 
 
