@@ -91,7 +91,12 @@ def test_the_old_body_limit_name_is_an_alias():
 
 @pytest.mark.parametrize(
     "flag",
-    ["max_request_elements", "rest_api_max_body_bytes", "rest_api_max_pending_requests"],
+    [
+        "max_request_elements",
+        "rest_api_max_body_bytes",
+        "rest_api_max_pending_requests",
+        "inline_model_call_micros",
+    ],
 )
 def test_negative_bounds_are_refused(flag: str, capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit) as info:
