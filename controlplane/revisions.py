@@ -143,10 +143,10 @@ def _validate_logging(config: ModelConfig) -> None:
     rate = logging.sampling_config.sampling_rate
     if not 0.0 <= rate <= 1.0:
         raise ValidationError(LOG_RATE_FIELD, f"must be between 0 and 1, got {rate}")
-    if logging.sampling_config.per_task_sampling_configs:
-        raise ValidationError(
-            "logging_config.sampling_config.per_task_sampling_configs", "is not supported"
-        )
+    # Google-internal knobs the data plane has no use for: refused rather than dropped.
+    for unused in ("per_task_sampling_configs", "attributes"):
+        if getattr(logging.sampling_config, unused):
+            raise ValidationError(f"logging_config.sampling_config.{unused}", "is not supported")
     collector = logging.log_collector_config
     if collector.type not in LOG_COLLECTOR_TYPES:
         raise ValidationError(
