@@ -248,9 +248,7 @@ def _log_roots(value: str) -> tuple[str, ...]:
     roots = _split_addresses(value)
     for root in roots:
         if not root.startswith("/") or os.path.normpath(root) != root.rstrip("/") or root == "/":
-            raise ValueError(
-                f"MODELPLANE_REQUEST_LOG_ROOTS: {root!r} is not a normalized absolute directory other than /"
-            )
+            raise ValueError(f"MODELPLANE_REQUEST_LOG_ROOTS: {root!r} must be a plain directory")
     return roots
 
 
