@@ -134,7 +134,7 @@ def list_models() -> Any:
 
 @bp.post("/models")
 def create_model() -> Any:
-    config = parse_model_config(json_body())
+    config = parse_model_config(json_body(), log_roots=control_plane().settings.request_log_roots)
     model = store.create_model(control_plane().db, config, actor())
     changed()
     response = model_response(model, 201)
@@ -150,7 +150,8 @@ def get_model(name: str) -> Any:
 @bp.put("/models/<name>")
 def replace_model(name: str) -> Any:
     body = json_body()
-    config = parse_model_config(body, url_name=name)
+    roots = control_plane().settings.request_log_roots
+    config = parse_model_config(body, url_name=name, log_roots=roots)
     model = store.replace_model(control_plane().db, config, expected_revision(body), actor())
     changed()
     return model_response(model)

@@ -160,6 +160,9 @@ class Settings:
     # Set by `serve` for its HTTP workers: the process whose fleet worker a change wakes.
     fleet_pid: int = 0
     traffic: TrafficSettings = TrafficSettings()
+    # Directories under which a model's logging_config may have the data planes write request
+    # logs; empty refuses every logging_config (see revisions.check_log_roots).
+    request_log_roots: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -220,6 +223,7 @@ class Settings:
             ),
             fleet_pid=int(env.get("MODELPLANE_FLEET_PID", base.fleet_pid)),
             traffic=TrafficSettings.from_env(env),
+            request_log_roots=_log_roots(env.get("MODELPLANE_REQUEST_LOG_ROOTS", "")),
         )
 
     @property
@@ -237,6 +241,15 @@ def _flag(value: str | None, default: bool) -> bool:
 
 def _split_addresses(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _log_roots(value: str) -> tuple[str, ...]:
+    """MODELPLANE_REQUEST_LOG_ROOTS: absolute, normalized directories, comma-separated."""
+    roots = _split_addresses(value)
+    for root in roots:
+        if not root.startswith("/") or os.path.normpath(root) != root.rstrip("/") or root == "/":
+            raise ValueError(f"MODELPLANE_REQUEST_LOG_ROOTS: {root!r} must be a plain directory")
+    return roots
 
 
 def _pair(item: str) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -55,6 +56,10 @@ class ModelConfigRow(Base):
     model_platform: Mapped[str] = mapped_column(String(64), nullable=False)
     # The revision that last changed this model (its ETag).
     revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    # logging_config: all three NULL when the model logs nothing (no logging_config).
+    log_sampling_rate: Mapped[float | None] = mapped_column(Float)
+    log_collector_type: Mapped[str | None] = mapped_column(String(16))
+    log_filename_prefix: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +25,14 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 SUPPORTED_PLATFORMS = ("tensorflow",)
 # ModelConfig fields the control plane manages; the rest are rejected rather than dropped.
-UNSUPPORTED_FIELDS = {"model_type", "modelType", "logging_config", "loggingConfig"}
+UNSUPPORTED_FIELDS = {"model_type", "modelType"}
 MAX_VERSION = 2**31 - 1
+# log_collector_config types the data plane writes; "" is TF Serving's default (tfrecord).
+LOG_COLLECTOR_TYPES = ("", "tfrecord", "jsonl")
+MAX_LOG_PREFIX = 1024
+LOG_RATE_FIELD = "logging_config.sampling_config.sampling_rate"
+LOG_TYPE_FIELD = "logging_config.log_collector_config.type"
+LOG_PREFIX_FIELD = "logging_config.log_collector_config.filename_prefix"
 
 
 class ValidationError(ValueError):
@@ -39,11 +46,14 @@ class ValidationError(ValueError):
 # -- parsing and validation -------------------------------------------------------------------
 
 
-def parse_model_config(body: Any, *, url_name: str | None = None) -> ModelConfig:
+def parse_model_config(
+    body: Any, *, url_name: str | None = None, log_roots: Sequence[str] = ()
+) -> ModelConfig:
     """Parse a protobuf-JSON ModelConfig body (minus our `revision` key) and validate it.
 
     `url_name` is the name in the URL for PUT; the body may omit the name or repeat it, but
-    renaming through PUT is refused (delete and create instead).
+    renaming through PUT is refused (delete and create instead). `log_roots` are the
+    directories a `logging_config` may write under (see `check_log_roots`).
     """
     if not isinstance(body, Mapping):
         raise ValidationError("body", "must be a JSON object")
@@ -60,6 +70,7 @@ def parse_model_config(body: Any, *, url_name: str | None = None) -> ModelConfig
     except json_format.ParseError as err:
         raise ValidationError(_parse_error_field(str(err)), str(err)) from None
     validate_model_config(config)
+    check_log_roots(config, log_roots)
     return config
 
 
@@ -86,6 +97,7 @@ def validate_model_config(config: ModelConfig) -> None:
         raise ValidationError("model_platform", f"must be one of {list(SUPPORTED_PLATFORMS)}")
     _validate_policy(config)
     _validate_labels(config)
+    _validate_logging(config)
 
 
 def _validate_policy(config: ModelConfig) -> None:
@@ -115,6 +127,67 @@ def _validate_labels(config: ModelConfig) -> None:
                 f"version {version} is not served by model_version_policy specific "
                 f"{{versions: {sorted(served)}}}",
             )
+
+
+def _validate_logging(config: ModelConfig) -> None:
+    """What the data plane's request logger needs (dataplane/request_log.py), checked up front.
+
+    The prefix must be a plain absolute path: the data plane creates its directory and writes
+    `<prefix>.<time>.<pid>.<sequence>.<type>` files there, so `..`, repeated slashes and
+    control characters are refused to keep what `check_log_roots` compares equal to where
+    files land.
+    """
+    if not config.HasField("logging_config"):
+        return
+    logging = config.logging_config
+    rate = logging.sampling_config.sampling_rate
+    if not 0.0 <= rate <= 1.0:
+        raise ValidationError(LOG_RATE_FIELD, f"must be between 0 and 1, got {rate}")
+    # Google-internal knobs the data plane has no use for: refused rather than dropped.
+    for unused in ("per_task_sampling_configs", "attributes"):
+        if getattr(logging.sampling_config, unused):
+            raise ValidationError(f"logging_config.sampling_config.{unused}", "is not supported")
+    collector = logging.log_collector_config
+    if collector.type not in LOG_COLLECTOR_TYPES:
+        raise ValidationError(
+            LOG_TYPE_FIELD, f"must be one of {list(LOG_COLLECTOR_TYPES)}, got {collector.type!r}"
+        )
+    _validate_log_prefix(collector.filename_prefix)
+
+
+def _validate_log_prefix(prefix: str) -> None:
+    if not prefix:
+        raise ValidationError(LOG_PREFIX_FIELD, "is required")
+    if len(prefix) > MAX_LOG_PREFIX:
+        raise ValidationError(LOG_PREFIX_FIELD, f"must be at most {MAX_LOG_PREFIX} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in prefix):
+        raise ValidationError(LOG_PREFIX_FIELD, "must not contain control characters")
+    if not prefix.startswith("/") or prefix.endswith("/"):
+        raise ValidationError(
+            LOG_PREFIX_FIELD, "must be an absolute path to a file name prefix, e.g. /logs/m"
+        )
+    if posixpath.normpath(prefix) != prefix:
+        raise ValidationError(LOG_PREFIX_FIELD, "must be a normalized path (no '..', '.', '//')")
+
+
+def check_log_roots(config: ModelConfig, roots: Sequence[str]) -> None:
+    """Refuse a logging_config whose files would land outside the operator's `roots`.
+
+    A control-plane writer chooses where every data plane writes files, as the data plane's
+    user; the operator bounds that to the directories of MODELPLANE_REQUEST_LOG_ROOTS, and
+    with none set no model may log (docs/security.md). Only input is checked: a rollback to
+    a revision made under other roots restores it as it was.
+    """
+    if not config.HasField("logging_config"):
+        return
+    prefix = config.logging_config.log_collector_config.filename_prefix
+    if not roots:
+        raise ValidationError(
+            "logging_config",
+            "request logging is disabled: the control plane has no MODELPLANE_REQUEST_LOG_ROOTS",
+        )
+    if not any(prefix.startswith(root.rstrip("/") + "/") for root in roots):
+        raise ValidationError(LOG_PREFIX_FIELD, f"must be under one of {list(roots)}")
 
 
 def _check_versions(field: str, versions: Iterable[int]) -> None:
@@ -191,6 +264,15 @@ def model_to_json(config: ModelConfig, revision: int) -> dict[str, Any]:
     elif choice == "specific":
         body["model_version_policy"] = {"specific": {"versions": list(policy.specific.versions)}}
     body["version_labels"] = dict(sorted(config.version_labels.items()))
+    if config.HasField("logging_config"):
+        logging = config.logging_config
+        body["logging_config"] = {
+            "sampling_config": {"sampling_rate": logging.sampling_config.sampling_rate},
+            "log_collector_config": {
+                "type": logging.log_collector_config.type,
+                "filename_prefix": logging.log_collector_config.filename_prefix,
+            },
+        }
     body["revision"] = revision
     return body
 

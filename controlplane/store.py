@@ -331,6 +331,11 @@ def _to_proto(row: ModelConfigRow) -> ModelConfig:
             target.specific.versions.extend(policy.versions or [])
     for label in row.labels:
         config.version_labels[label.label] = label.version
+    if row.log_filename_prefix is not None:
+        logging = config.logging_config
+        logging.sampling_config.sampling_rate = row.log_sampling_rate or 0.0
+        logging.log_collector_config.type = row.log_collector_type or ""
+        logging.log_collector_config.filename_prefix = row.log_filename_prefix
     return config
 
 
@@ -346,6 +351,7 @@ def _write_row(row: ModelConfigRow, config: ModelConfig, number: int) -> None:
     row.revision = number
     row.updated_at = utcnow()
     _write_policy(row, config)
+    _write_logging(row, config)
     wanted = dict(config.version_labels)
     for label in list(row.labels):
         if label.label not in wanted:
@@ -367,3 +373,13 @@ def _write_policy(row: ModelConfigRow, config: ModelConfig) -> None:
     row.policy.kind = kind
     row.policy.num_versions = policy.latest.num_versions if kind == "latest" else None
     row.policy.versions = list(policy.specific.versions) if kind == "specific" else None
+
+
+def _write_logging(row: ModelConfigRow, config: ModelConfig) -> None:
+    if not config.HasField("logging_config"):
+        row.log_sampling_rate = row.log_collector_type = row.log_filename_prefix = None
+        return
+    logging = config.logging_config
+    row.log_sampling_rate = logging.sampling_config.sampling_rate
+    row.log_collector_type = logging.log_collector_config.type
+    row.log_filename_prefix = logging.log_collector_config.filename_prefix

@@ -9,7 +9,7 @@ which the message is shown.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,17 @@ from ..db import Database
 from ..revisions import ValidationError, parse_model_config
 
 POLICIES = ("latest", "all", "specific")
-FORM_INPUTS = ("name", "base_path", "policy", "num_versions", "versions")
+FORM_INPUTS = (
+    "name",
+    "base_path",
+    "policy",
+    "num_versions",
+    "versions",
+    "log_rate",
+    "log_type",
+    "log_prefix",
+)
+
 # Proto field named by a ValidationError -> form input that shows it (labels conflict with the
 # pinned versions, so their errors belong beside the versions input).
 FIELD_OF_ERROR = {
@@ -30,6 +40,10 @@ FIELD_OF_ERROR = {
     "model_version_policy.latest.num_versions": "num_versions",
     "model_version_policy.specific.versions": "versions",
     "version_labels": "versions",
+    "logging_config": "log_prefix",
+    "logging_config.sampling_config.sampling_rate": "log_rate",
+    "logging_config.log_collector_config.type": "log_type",
+    "logging_config.log_collector_config.filename_prefix": "log_prefix",
 }
 VERSION_SEPARATORS = re.compile(r"[\s,]+")
 
@@ -43,6 +57,10 @@ class ModelForm:
     policy: str = "latest"
     num_versions: str = "1"
     versions: str = ""
+    # Request logging: no logging_config while the prefix (and the rate) are left empty.
+    log_rate: str = ""
+    log_type: str = ""
+    log_prefix: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +72,9 @@ class ModelForm:
             policy=form.get("policy", "latest"),
             num_versions=form.get("num_versions", "1").strip(),
             versions=form.get("versions", "").strip(),
+            log_rate=form.get("log_rate", "").strip(),
+            log_type=form.get("log_type", ""),
+            log_prefix=form.get("log_prefix", "").strip(),
         )
 
     @classmethod
@@ -61,16 +82,25 @@ class ModelForm:
         """Prefill from the API shape of a model (`revisions.model_to_json`)."""
         policy = model.get("model_version_policy") or {"latest": {"num_versions": 1}}
         kind = next(iter(policy))
+        logging = model.get("logging_config") or {}
         return cls(
             name=model["name"],
             base_path=model["base_path"],
             policy=kind,
             num_versions=str(policy.get("latest", {}).get("num_versions", 1)),
             versions=", ".join(str(v) for v in policy.get("specific", {}).get("versions", [])),
+            log_rate=str(logging["sampling_config"]["sampling_rate"]) if logging else "",
+            log_type=logging["log_collector_config"]["type"] if logging else "",
+            log_prefix=logging["log_collector_config"]["filename_prefix"] if logging else "",
         )
 
-    def to_config(self, labels: Mapping[str, int] | None = None) -> ModelConfig:
-        """The validated ModelConfig with `labels` kept; raises ValidationError."""
+    def to_config(
+        self, labels: Mapping[str, int] | None = None, log_roots: Sequence[str] = ()
+    ) -> ModelConfig:
+        """The validated ModelConfig with `labels` kept; raises ValidationError.
+
+        `log_roots` are the directories request logs may go to (Settings.request_log_roots).
+        """
         body: dict[str, Any] = {
             "name": self.name,
             "base_path": self.base_path,
@@ -78,7 +108,10 @@ class ModelForm:
             "model_version_policy": self._policy(),
             "version_labels": dict(labels or {}),
         }
-        return parse_model_config(body)
+        logging = self._logging()
+        if logging is not None:
+            body["logging_config"] = logging
+        return parse_model_config(body, log_roots=log_roots)
 
     def add_error(self, err: ValidationError) -> None:
         """Show `err` beside the input it is about (or above the form when none fits)."""
@@ -87,6 +120,18 @@ class ModelForm:
             self.errors[key] = str(err).removeprefix(f"{err.field}: ")
         else:  # e.g. "version_labels.stable: ...": keep the label's name in the message
             self.errors[FIELD_OF_ERROR.get(err.field.split(".")[0], "form")] = str(err)
+
+    def _logging(self) -> dict[str, Any] | None:
+        """The logging_config typed, or None when both the prefix and the rate are empty.
+
+        A rate without a prefix is not dropped: the core then says the prefix is required.
+        """
+        if not self.log_prefix and not self.log_rate:
+            return None
+        return {
+            "sampling_config": {"sampling_rate": parse_rate(self.log_rate or "0", "log_rate")},
+            "log_collector_config": {"type": self.log_type, "filename_prefix": self.log_prefix},
+        }
 
     def _policy(self) -> dict[str, Any]:
         if self.policy == "all":
@@ -105,6 +150,14 @@ def parse_positive(text: str, field_name: str) -> int:
     return int(text)
 
 
+def parse_rate(text: str, field_name: str) -> float:
+    """A sampling rate typed as a number; the core checks that it lies in [0, 1]."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValidationError(field_name, "must be a number between 0 and 1, e.g. 0.01") from None
+
+
 def parse_versions(text: str, field_name: str) -> list[int]:
     """Versions typed as "1, 2 3"; the core checks ranges and duplicates."""
     parts = [part for part in VERSION_SEPARATORS.split(text) if part]
@@ -114,7 +167,11 @@ def parse_versions(text: str, field_name: str) -> list[int]:
 
 
 def update_model(
-    db: Database, form: ModelForm, expected: int | None, actor: str
+    db: Database,
+    form: ModelForm,
+    expected: int | None,
+    actor: str,
+    log_roots: Sequence[str] = (),
 ) -> store.StoredModel:
     """Replace a model's path and policy from the edit form, keeping its labels.
 
@@ -123,4 +180,4 @@ def update_model(
     form was rendered, `replace_model` refuses with Conflict instead of undoing that change.
     """
     labels = store.get_model(db, form.name).config.version_labels
-    return store.replace_model(db, form.to_config(labels), expected, actor)
+    return store.replace_model(db, form.to_config(labels, log_roots), expected, actor)

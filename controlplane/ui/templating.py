@@ -48,6 +48,16 @@ def policy_text(policy: dict[str, Any] | None) -> str:
     return f"latest {policy['latest']['num_versions']}"
 
 
+def logging_text(logging: dict[str, Any] | None) -> str:
+    """A logging_config (API shape) in words."""
+    if not logging:
+        return "no request logging"
+    rate = logging["sampling_config"]["sampling_rate"]
+    collector = logging["log_collector_config"]
+    kind = collector["type"] or "tfrecord"
+    return f"logs {rate:.4g} of requests to {collector['filename_prefix']} ({kind})"
+
+
 def tone(state: str) -> str:
     return TONES.get(state, "idle")
 
@@ -81,5 +91,5 @@ def detail_text(detail: dict[str, Any] | None) -> str:
 
 
 def register_filters(bp: Blueprint) -> None:
-    for function in (when, policy_text, tone, diff_lines, detail_text):
+    for function in (when, policy_text, logging_text, tone, diff_lines, detail_text):
         bp.add_app_template_filter(function)

@@ -250,7 +250,8 @@ def create_model() -> Page:
         return render_template("model_new.html", form=ModelForm())
     form = ModelForm.from_request(request.form)
     try:
-        model = store.create_model(db(), form.to_config(), actor())
+        config = form.to_config(log_roots=control_plane().settings.request_log_roots)
+        model = store.create_model(db(), config, actor())
     except ValidationError as err:
         form.add_error(err)
         return render_template("model_new.html", form=form), 400
@@ -271,7 +272,8 @@ def model(name: str) -> Page:
 def update(name: str) -> Page:
     form = ModelForm.from_request(request.form, name=name)
     try:
-        stored = update_model(db(), form, expected_revision(), actor())
+        roots = control_plane().settings.request_log_roots
+        stored = update_model(db(), form, expected_revision(), actor(), roots)
     except ValidationError as err:
         form.add_error(err)
         return render_model(pages.model_page(db(), name), form, status=400)

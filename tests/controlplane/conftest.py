@@ -16,6 +16,8 @@ from tests.controlplane.postgres import PostgresServer, running_postgres
 from tests.support.controlplane import migrated_database, running_app
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# The one directory the test apps let a model's logging_config write under.
+LOG_ROOT = "/var/log/modelplane"
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +54,7 @@ def settings(database_url: str) -> Settings:
         retry_backoff_s=0.5,
         retry_backoff_max_s=2.0,
         secret_key="test",
+        request_log_roots=(LOG_ROOT,),
     )
 
 

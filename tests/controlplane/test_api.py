@@ -7,6 +7,7 @@ from sqlalchemy import func, select, text
 
 from controlplane import auth
 from controlplane.models import ModelConfigRow, Revision
+from tests.controlplane.conftest import LOG_ROOT
 
 MODEL = {
     "name": "m",
@@ -400,3 +401,113 @@ def test_admin_tokens_list_and_disable_admins(api, db):
         "admin.disable",
         "alice",
     )
+
+
+LOGGING = {
+    "sampling_config": {"sampling_rate": 0.25},
+    "log_collector_config": {"type": "jsonl", "filename_prefix": f"{LOG_ROOT}/m/requests"},
+}
+
+
+def test_logging_config_is_created_read_updated_and_removed(api, db):
+    created = create(api, {**MODEL, "logging_config": LOGGING})
+    assert created == {**MODEL, "logging_config": LOGGING, "revision": 1}
+    assert api("get", "/models/m").get_json()["logging_config"] == LOGGING
+    with db.transaction() as session:
+        row = session.scalar(select(ModelConfigRow))
+        assert (row.log_sampling_rate, row.log_collector_type, row.log_filename_prefix) == (
+            0.25,
+            "jsonl",
+            f"{LOG_ROOT}/m/requests",
+        )
+    tfrecord = {
+        "sampling_config": {"sampling_rate": 1.0},
+        "log_collector_config": {"type": "", "filename_prefix": f"{LOG_ROOT}/m/all"},
+    }
+    updated = api("put", "/models/m", json={**MODEL, "logging_config": tfrecord}).get_json()
+    assert (updated["logging_config"], updated["revision"]) == (tfrecord, 2)
+    config = api("get", "/revisions/2").get_json()["model_server_config"]
+    assert (
+        "    logging_config {\n"
+        "      log_collector_config {\n"
+        f'        filename_prefix: "{LOG_ROOT}/m/all"\n'
+        "      }\n"
+        "      sampling_config {\n"
+        "        sampling_rate: 1.0\n"
+        "      }\n"
+        "    }\n"
+    ) in config
+    removed = api("put", "/models/m", json=MODEL).get_json()
+    assert "logging_config" not in removed
+    assert "logging_config" not in api("get", "/revisions/3").get_json()["model_server_config"]
+    diff = api("get", "/revisions/3/diff").get_json()
+    assert diff["changed"] == ["m"]
+    assert f'-        filename_prefix: "{LOG_ROOT}/m/all"\n' in diff["unified"]
+    assert "-        sampling_rate: 1.0\n" in diff["unified"]
+    rolled = api("post", "/revisions/1/rollback").get_json()
+    assert rolled["rollback_of"] == 1
+    assert api("get", "/models/m").get_json()["logging_config"] == LOGGING
+
+
+@pytest.mark.parametrize(
+    ("logging", "field", "message"),
+    [
+        (
+            {"sampling_config": {"sampling_rate": 1.5}},
+            "logging_config.sampling_config.sampling_rate",
+            "must be between 0 and 1, got 1.5",
+        ),
+        (
+            {"sampling_config": {"sampling_rate": -0.1}},
+            "logging_config.sampling_config.sampling_rate",
+            "must be between 0 and 1, got -0.1",
+        ),
+        (
+            {"log_collector_config": {"type": "kafka", "filename_prefix": f"{LOG_ROOT}/m"}},
+            "logging_config.log_collector_config.type",
+            "must be one of ['', 'tfrecord', 'jsonl'], got 'kafka'",
+        ),
+        (
+            {"sampling_config": {"sampling_rate": 0.5}},
+            "logging_config.log_collector_config.filename_prefix",
+            "is required",
+        ),
+        (
+            {"log_collector_config": {"filename_prefix": "logs/m"}},
+            "logging_config.log_collector_config.filename_prefix",
+            "must be an absolute path to a file name prefix, e.g. /logs/m",
+        ),
+        (
+            {"log_collector_config": {"filename_prefix": f"{LOG_ROOT}/../../etc/m"}},
+            "logging_config.log_collector_config.filename_prefix",
+            "must be a normalized path (no '..', '.', '//')",
+        ),
+        (
+            {"log_collector_config": {"filename_prefix": "/etc/cron.d/m"}},
+            "logging_config.log_collector_config.filename_prefix",
+            f"must be under one of ['{LOG_ROOT}']",
+        ),
+        (
+            {"log_collector_config": {"filename_prefix": f"{LOG_ROOT}-evil/m"}},
+            "logging_config.log_collector_config.filename_prefix",
+            f"must be under one of ['{LOG_ROOT}']",
+        ),
+        (
+            {"log_collector_config": {"filename_prefix": f"{LOG_ROOT}/m\nx"}},
+            "logging_config.log_collector_config.filename_prefix",
+            "must not contain control characters",
+        ),
+        (
+            {"sampling_config": {"sampling_rate": "often"}},
+            "logging_config",
+            "Failed to parse logging_config field",
+        ),
+    ],
+)
+def test_bad_logging_configs_are_400_and_change_nothing(api, logging, field, message):
+    response = api("post", "/models", json={**MODEL, "logging_config": logging})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error.startswith(f"{field}: {message}"), error
+    assert api("get", "/models").get_json() == {"models": []}
+    assert api("get", "/revisions").get_json()["revisions"] == []

@@ -76,3 +76,12 @@ def test_traffic_settings_from_the_environment():
     )
     with pytest.raises(ValueError, match="expected address=url"):
         Settings.from_env({"MODELPLANE_METRICS_URLS": "a:1"})
+
+
+def test_request_log_roots_are_plain_absolute_directories():
+    assert Settings.from_env({}).request_log_roots == ()
+    roots = Settings.from_env({"MODELPLANE_REQUEST_LOG_ROOTS": "/var/log/mp, /data/logs/"})
+    assert roots.request_log_roots == ("/var/log/mp", "/data/logs/")
+    for bad in ("logs", "/", "/var/log/../etc", "/var//log"):
+        with pytest.raises(ValueError, match="must be a plain directory"):
+            Settings.from_env({"MODELPLANE_REQUEST_LOG_ROOTS": bad})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
 from tensorflow_serving.config.model_server_config_pb2 import ModelConfig
 
 from controlplane import revisions as rv
@@ -47,7 +49,11 @@ def test_parse_accepts_the_documented_shape_and_defaults_platform():
         ({"name": "m", "base_path": "relative/path"}, "base_path"),
         ({"name": "m", "base_path": "/m", "model_platform": "pytorch"}, "model_platform"),
         ({"name": "m", "base_path": "/m", "colour": "red"}, "colour"),
-        ({"name": "m", "base_path": "/m", "logging_config": {}}, "logging_config"),
+        ({"name": "m", "base_path": "/m", "model_type": "TENSORFLOW"}, "model_type"),
+        (
+            {"name": "m", "base_path": "/m", "logging_config": {}},
+            "logging_config.log_collector_config.filename_prefix",
+        ),
         ({"name": 5, "base_path": "/m"}, "name"),
         (
             {"name": "m", "base_path": "/m", "model_version_policy": {"latest": {}}},
@@ -172,3 +178,94 @@ def test_stepping_stone_drops_labels_on_an_empty_plane():
         "n": {},
     }
     assert rv.label_versions(target) == {"m": {1}}
+
+
+LOG_ROOT = "/srv/logs"
+
+
+def logged(logging: dict, roots=(LOG_ROOT,)) -> ModelConfig:
+    body = {"name": "m", "base_path": "/models/m", "logging_config": logging}
+    return rv.parse_model_config(body, log_roots=roots)
+
+
+def test_logging_config_renders_into_text_a_stock_tf_serving_parses():
+    config = logged(
+        {
+            "sampling_config": {"sampling_rate": 0.01},
+            "log_collector_config": {"type": "tfrecord", "filename_prefix": f"{LOG_ROOT}/m"},
+        }
+    )
+    text = rv.to_text(rv.render([config]))
+    # TF Serving reads --model_config_file with the strict text parser into this very proto
+    # (tensorflow_serving/config/model_server_config.proto from tensorflow-serving-api).
+    parsed = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    (model,) = parsed.model_config_list.config
+    assert model.logging_config.sampling_config.sampling_rate == 0.01
+    assert model.logging_config.log_collector_config.type == "tfrecord"
+    assert model.logging_config.log_collector_config.filename_prefix == f"{LOG_ROOT}/m"
+    assert rv.fingerprint(parsed) == rv.fingerprint(rv.render([config]))
+
+
+def test_a_changed_sampling_rate_is_a_changed_model_in_the_diff():
+    collector = {"filename_prefix": f"{LOG_ROOT}/m"}
+    old = rv.render(
+        [logged({"sampling_config": {"sampling_rate": 0.5}, "log_collector_config": collector})]
+    )
+    new = rv.render(
+        [logged({"sampling_config": {"sampling_rate": 1}, "log_collector_config": collector})]
+    )
+    change = rv.diff(old, new, "a", "b")
+    assert (change.added, change.removed, change.changed) == ([], [], ["m"])
+    assert "-        sampling_rate: 0.5\n+        sampling_rate: 1.0\n" in change.unified
+
+
+def test_without_log_roots_no_model_may_log_but_others_still_parse():
+    with pytest.raises(rv.ValidationError) as err:
+        logged({"log_collector_config": {"filename_prefix": f"{LOG_ROOT}/m"}}, roots=())
+    assert err.value.field == "logging_config"
+    assert "MODELPLANE_REQUEST_LOG_ROOTS" in str(err.value)
+    assert rv.parse_model_config({"name": "m", "base_path": "/m"}, log_roots=()).name == "m"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "allowed"),
+    [
+        (f"{LOG_ROOT}/m", True),
+        (f"{LOG_ROOT}/a/b/m", True),
+        (LOG_ROOT, False),
+        (f"{LOG_ROOT}x/m", False),
+        ("/tmp/m", False),
+        (f"{LOG_ROOT}/./m", False),
+        (f"{LOG_ROOT}//m", False),
+        (f"{LOG_ROOT}/m/", False),
+        ("/" + "a" * 1100, False),
+    ],
+)
+def test_log_prefixes_must_be_plain_paths_under_a_root(prefix: str, allowed: bool):
+    logging = {"log_collector_config": {"filename_prefix": prefix}}
+    if allowed:
+        config = logged(logging)
+        assert config.logging_config.log_collector_config.filename_prefix == prefix
+        assert rv.model_to_json(config, 3)["logging_config"] == {
+            "sampling_config": {"sampling_rate": 0.0},
+            "log_collector_config": {"type": "", "filename_prefix": prefix},
+        }
+    else:
+        with pytest.raises(rv.ValidationError) as err:
+            logged(logging)
+        assert err.value.field == "logging_config.log_collector_config.filename_prefix"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("per_task_sampling_configs", [{"dc": "x", "sampling_rate": 1}]), ("attributes", 1)],
+)
+def test_sampling_fields_the_data_plane_ignores_are_refused(field: str, value: object):
+    with pytest.raises(rv.ValidationError) as err:
+        logged(
+            {
+                "sampling_config": {field: value},
+                "log_collector_config": {"filename_prefix": f"{LOG_ROOT}/m"},
+            }
+        )
+    assert err.value.field == f"logging_config.sampling_config.{field}"

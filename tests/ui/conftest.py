@@ -25,6 +25,8 @@ from tests.support.processes import REPO_ROOT
 ADMIN = "alice"
 PASSWORD = "correct horse battery"
 SECRET_KEY = "ui-test-secret-key-that-must-never-be-rendered"
+# The directory request logs may be configured under (nothing is written in UI tests).
+LOG_ROOT = "/var/log/modelplane"
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -59,7 +61,12 @@ def db(tmp_path: Path) -> Iterator[Database]:
 @pytest.fixture
 def app(db: Database) -> Iterator[Flask]:
     """The real app factory, without the background pusher (views only notify it)."""
-    settings = Settings(database_url=db.url, run_fleet=False, secret_key=SECRET_KEY)
+    settings = Settings(
+        database_url=db.url,
+        run_fleet=False,
+        secret_key=SECRET_KEY,
+        request_log_roots=(LOG_ROOT,),
+    )
     with running_app(settings) as application:
         yield application
 
@@ -98,6 +105,7 @@ class UIControlPlane(ControlPlaneProcess):
         super().__init__(database_url, [], log_dir)
         self.env["MODELPLANE_RECONCILE_INTERVAL_S"] = "1"
         self.env["MODELPLANE_SECRET_KEY"] = SECRET_KEY
+        self.env["MODELPLANE_REQUEST_LOG_ROOTS"] = LOG_ROOT
 
     def create_admin(self, username: str, password: str) -> None:
         command = ["create-admin", "--username", username, "--password-stdin"]

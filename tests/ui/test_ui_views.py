@@ -15,7 +15,7 @@ from controlplane import audit, auth, planes, store
 from controlplane.config import Settings
 from controlplane.db import Database
 from tests.support.controlplane import running_app
-from tests.ui.conftest import ADMIN, PASSWORD, SECRET_KEY, csrf_token
+from tests.ui.conftest import ADMIN, LOG_ROOT, PASSWORD, SECRET_KEY, csrf_token
 
 PAGES = [
     "/",
@@ -237,6 +237,11 @@ def test_create_model_records_who_did_it(signed_in: FlaskClient, db: Database, a
         ({"policy": "specific", "versions": ""}, "versions", "at least one version"),
         ({"policy": "specific", "versions": "1, x"}, "versions", "whole number"),
         ({"policy": "specific", "versions": "2, 2"}, "versions", "has duplicates"),
+        ({"log_rate": "0.5"}, "log_prefix", "is required"),
+        ({"log_prefix": f"{LOG_ROOT}/d", "log_rate": "lots"}, "log_rate", "must be a number"),
+        ({"log_prefix": f"{LOG_ROOT}/d", "log_rate": "2"}, "log_rate", "between 0 and 1"),
+        ({"log_prefix": f"{LOG_ROOT}/d", "log_type": "kafka"}, "log_type", "must be one of"),
+        ({"log_prefix": "/etc/d"}, "log_prefix", f"must be under one of [&#39;{LOG_ROOT}&#39;]"),
     ],
 )
 def test_validation_errors_show_beside_the_field(
@@ -274,6 +279,26 @@ def test_edit_changes_the_policy_and_keeps_labels(signed_in: FlaskClient, db: Da
     assert model["model_version_policy"] == {"latest": {"num_versions": 2}}
     assert model["version_labels"] == {"stable": 2}
     assert model["revision"] == 3
+
+
+def test_request_logging_is_set_kept_by_an_edit_and_removed(signed_in: FlaskClient, db: Database):
+    logging = {"log_prefix": f"{LOG_ROOT}/digits", "log_rate": "0.01", "log_type": "jsonl"}
+    assert create(signed_in, "digits", **logging).status_code == 302
+    expected = {
+        "sampling_config": {"sampling_rate": 0.01},
+        "log_collector_config": {"type": "jsonl", "filename_prefix": f"{LOG_ROOT}/digits"},
+    }
+    assert store.get_model(db, "digits").to_json()["logging_config"] == expected
+    page = html(signed_in.get("/models/digits"))
+    assert f"logs 0.01 of requests to {LOG_ROOT}/digits (jsonl)" in page
+    assert '<option value="jsonl" selected>' in page
+    edit = {"base_path": "/models/digits", "policy": "all", "revision": "1", **logging}
+    assert post_form(signed_in, "/models/digits", edit).status_code == 302
+    assert store.get_model(db, "digits").to_json()["logging_config"] == expected
+    cleared = {**edit, "revision": "2", "log_prefix": "", "log_rate": ""}
+    assert post_form(signed_in, "/models/digits", cleared).status_code == 302
+    assert "logging_config" not in store.get_model(db, "digits").to_json()
+    assert "no request logging" in html(signed_in.get("/models/digits"))
 
 
 def test_an_edit_from_a_stale_page_is_refused(signed_in: FlaskClient, db: Database):
