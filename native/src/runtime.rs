@@ -4,8 +4,9 @@
 //! Why not tokio's multi-thread runtime: there, a stream's task woken by a Python answer may be
 //! stolen by the other worker, which then has to be woken (a futex) and writes through the
 //! connection the first one also polls. Here a connection's socket, streams, writes and timers
-//! stay on one thread; the only cross-thread wake-up left is the one a call needs (its answer
-//! from Python, an eventfd write into that thread's epoll). docs/performance.md has the A/B.
+//! stay on one thread; the cross-thread wake-ups left are the two a call needs (the dispatcher
+//! for its arrival, and the connection's thread for its answer: an eventfd write into that
+//! thread's epoll). docs/performance.md has the A/B.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -128,4 +129,59 @@ fn spawn_thread() -> Result<(IoThread, Handle), String> {
         thread: Some(thread),
     };
     Ok((thread, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn tasks_are_dealt_to_the_threads_in_turn_and_stay_there() {
+        let io = IoThreads::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..2 * IO_THREADS {
+            let tx = tx.clone();
+            io.spawner().spawn_next(async move {
+                let first = std::thread::current().id();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                tx.send((first, std::thread::current().id())).unwrap();
+            });
+        }
+        let seen: Vec<_> = (0..2 * IO_THREADS)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert!(seen.iter().all(|(first, then)| first == then));
+        let threads: HashSet<_> = seen.iter().map(|(first, _)| *first).collect();
+        assert_eq!(threads.len(), IO_THREADS);
+        assert!(!threads.contains(&std::thread::current().id()));
+    }
+
+    #[test]
+    fn block_on_outside_the_threads_has_working_timers() {
+        let io = IoThreads::start().unwrap();
+        let waited = io.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::time::sleep(Duration::from_millis(20)),
+            )
+            .await
+        });
+        assert!(waited.is_ok());
+    }
+
+    #[test]
+    fn stop_drops_the_tasks_still_running() {
+        let mut io = IoThreads::start().unwrap();
+        let (held, dropped) = oneshot::channel::<()>();
+        io.spawner().spawn_next(async move {
+            let _held = held;
+            std::future::pending::<()>().await
+        });
+        io.stop();
+        assert!(dropped.blocking_recv().is_err()); // its sender went with the task
+    }
 }
