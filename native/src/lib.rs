@@ -15,6 +15,7 @@ mod call;
 mod config;
 mod grpc;
 mod queue;
+mod runtime;
 mod server;
 #[cfg(fuzzing)]
 pub use server::serve_bytes;
@@ -170,10 +171,10 @@ impl Frontend {
                     .map_err(|e| PyValueError::new_err(format!("TLS: {e}")))?,
             )),
         };
-        let runtime = server::runtime().map_err(PyRuntimeError::new_err)?;
+        let io = runtime::IoThreads::start().map_err(PyRuntimeError::new_err)?;
         let (mut listeners, mut ports, mut files) = (Vec::new(), Vec::new(), Vec::new());
         {
-            let _entered = runtime.enter();
+            let _entered = io.enter();
             for address in &self.addresses {
                 let (listener, port, file) = server::bind(address, &self.limits).map_err(|e| {
                     PyRuntimeError::new_err(format!("cannot listen on {address}: {e}"))
@@ -192,7 +193,7 @@ impl Frontend {
         };
         let client_verify = self.tls.as_ref().is_some_and(|t| t.3);
         *server = Some(Server::start(
-            runtime,
+            io,
             listeners,
             files,
             shared,

@@ -43,7 +43,9 @@ impl CallQueue {
         }
         state.items.push(call);
         self.size.store(state.items.len(), Ordering::Release);
-        let wake = state.sleeping;
+        // One wake-up per sleep: the pushes that follow before the consumer runs find it
+        // already woken (each would otherwise be a futex syscall of its own).
+        let wake = std::mem::take(&mut state.sleeping);
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -62,9 +64,8 @@ impl CallQueue {
         }
         let mut state = self.state.lock().unwrap();
         while state.items.is_empty() && !state.closed {
-            state.sleeping = true;
+            state.sleeping = true; // a push clears it when it wakes the consumer
             state = self.ready.wait(state).unwrap();
-            state.sleeping = false;
         }
         let taken = std::mem::take(&mut state.items);
         self.size.store(0, Ordering::Release);

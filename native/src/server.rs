@@ -11,13 +11,13 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket, UnixListener};
-use tokio::runtime::Runtime;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
 use crate::grpc::{self, Shared};
+use crate::runtime::{IoThreads, Spawner};
 
 /// Where a server is in its life; connections watch it.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -70,31 +70,19 @@ fn remove_stale_socket(path: &PathBuf) {
     }
 }
 
-/// A started server: its runtime, the phase its connections watch, and the count of what is
+/// A started server: its I/O threads, the phase its connections watch, and the count of what is
 /// still alive (connections and calls hold senders of `live`; the receiver ends when all are gone).
 pub struct Server {
-    runtime: Option<Runtime>,
+    io: Option<IoThreads>,
     phase: watch::Sender<Phase>,
     live: mpsc::Receiver<()>,
     socket_files: Vec<PathBuf>,
 }
 
-/// The tokio threads that own the network; they never take the GIL. Two, not one: with one,
-/// the canned server's p50 at 32 clients was twice as long (docs/performance.md).
-const IO_THREADS: usize = 2;
-
-pub fn runtime() -> Result<Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(IO_THREADS)
-        .thread_name("grpc-io")
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-}
-
 impl Server {
+    /// Serve `listeners` (bound under `io.enter()`) on `io`.
     pub fn start(
-        runtime: Runtime,
+        io: IoThreads,
         listeners: Vec<Listener>,
         socket_files: Vec<PathBuf>,
         make_shared: impl FnOnce(mpsc::Sender<()>) -> Shared,
@@ -111,10 +99,11 @@ impl Server {
                 client_verify,
                 phase: watching.clone(),
             };
-            runtime.spawn(accept_loop(listener, context));
+            io.spawner()
+                .spawn_first(accept_loop(listener, io.spawner(), context));
         }
         Server {
-            runtime: Some(runtime),
+            io: Some(io),
             phase,
             live,
             socket_files,
@@ -124,16 +113,15 @@ impl Server {
     /// Stop taking connections and streams, let in-flight calls end within `grace`, then drop
     /// every connection (the calls left are cancelled, and Python hears of those it holds).
     pub fn shutdown(&mut self, grace: Duration) {
-        let Some(runtime) = self.runtime.take() else {
+        let Some(mut io) = self.io.take() else {
             return;
         };
         let _ = self.phase.send(Phase::Draining);
         let live = &mut self.live;
-        let drained =
-            runtime.block_on(async { tokio::time::timeout(grace, live.recv()).await.is_ok() });
+        let drained = io.block_on(async { tokio::time::timeout(grace, live.recv()).await.is_ok() });
         if !drained {
             let _ = self.phase.send(Phase::Ending);
-            runtime.block_on(async {
+            io.block_on(async {
                 tokio::time::timeout(Duration::from_secs(5), live.recv())
                     .await
                     .ok()
@@ -142,7 +130,7 @@ impl Server {
         for path in self.socket_files.drain(..) {
             let _ = std::fs::remove_file(path);
         }
-        runtime.shutdown_background();
+        io.stop();
     }
 }
 
@@ -160,36 +148,52 @@ struct Context {
     phase: watch::Receiver<Phase>,
 }
 
-async fn accept_loop(listener: Listener, mut context: Context) {
+/// Accept connections and deal them to the I/O threads in turn, each to stay on its thread.
+async fn accept_loop(listener: Listener, io: Arc<Spawner>, mut context: Context) {
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             _ = context.phase.wait_for(|p| *p != Phase::Serving) => return,
         };
         match accepted {
-            Ok(Accepted::Tcp(stream)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(stream, context.clone()));
-            }
-            Ok(Accepted::Unix(stream)) => {
-                tokio::spawn(connection(stream, context.clone()));
-            }
+            Ok(accepted) => io.spawn_next(serve_accepted(accepted, context.clone())),
             // Out of descriptors or a connection reset before accept: wait a moment, go on.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }
 
+/// An accepted socket, out of the accepting thread's poller so another thread can take it.
 enum Accepted {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
 }
 
 async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     Ok(match listener {
-        Listener::Tcp(l) => Accepted::Tcp(l.accept().await?.0),
-        Listener::Unix(l) => Accepted::Unix(l.accept().await?.0),
+        Listener::Tcp(l) => {
+            let stream = l.accept().await?.0;
+            let _ = stream.set_nodelay(true);
+            Accepted::Tcp(stream.into_std()?)
+        }
+        Listener::Unix(l) => Accepted::Unix(l.accept().await?.0.into_std()?),
     })
+}
+
+/// On the connection's I/O thread: register its socket with this thread's poller, then serve.
+async fn serve_accepted(accepted: Accepted, context: Context) {
+    match accepted {
+        Accepted::Tcp(stream) => {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                connection(stream, context).await;
+            }
+        }
+        Accepted::Unix(stream) => {
+            if let Ok(stream) = UnixStream::from_std(stream) {
+                connection(stream, context).await;
+            }
+        }
+    }
 }
 
 async fn connection<I>(io: I, context: Context)
