@@ -37,11 +37,18 @@ def read_env(cls: type[T], env: Mapping[str, str]) -> T:
         if is_dataclass(kind):
             values[item.name] = read_env(kind, env)  # type: ignore[arg-type]
         elif variable is not None and variable in env:
-            parse = item.metadata.get("parse") or _PARSERS[kind]
-            values[item.name] = parse(env[variable])
+            values[item.name] = _parse(item.metadata.get("parse") or _PARSERS[kind], variable, env)
         elif "unset" in item.metadata:
             values[item.name] = item.metadata["unset"]
     return cls(**values)
+
+
+def _parse(parse: Callable[[str], Any], variable: str, env: Mapping[str, str]) -> Any:
+    """The variable's value, or a ValueError that names it (the CLI prints it and exits 2)."""
+    try:
+        return parse(env[variable])
+    except ValueError as err:
+        raise ValueError(f"{variable}: {err}") from err
 
 
 def variables(cls: type) -> set[str]:

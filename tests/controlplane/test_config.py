@@ -110,3 +110,8 @@ def test_nested_settings_read_their_own_variables_and_keep_the_other_defaults():
 def test_secret_key_is_empty_when_unset_so_startup_checks_can_refuse_it():
     assert Settings.from_env({}).secret_key == ""
     assert len(Settings().secret_key) == 64  # built directly (tests): a random one
+
+
+def test_a_variable_that_does_not_parse_is_named_in_the_error():
+    with pytest.raises(ValueError, match=r"^MODELPLANE_HTTP_WORKERS: invalid literal"):
+        Settings.from_env({"MODELPLANE_HTTP_WORKERS": "two"})
