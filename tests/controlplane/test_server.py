@@ -164,22 +164,32 @@ def wait_for_first_probe(url: str) -> None:
     raise AssertionError("the fleet's first cycle never probed the plane")
 
 
+def fleet_process(tmp_path: Path, dataplane: str) -> ServerProcess:
+    """`fleet` alone: no port to wait for."""
+    serve, _ = serve_process(tmp_path, free_port(), dataplane)
+    argv = [sys.executable, "-m", "controlplane", "fleet"]
+    return ServerProcess(argv, [], tmp_path / "fleet.log", serve.env)
+
+
 @pytest.mark.slow
-def test_serve_acts_on_signals_that_land_on_any_of_its_threads(tmp_path, fake):
+@pytest.mark.parametrize("command", ["serve", "fleet"])
+def test_signals_that_land_on_any_thread_reach_the_main_loop(tmp_path, fake, command):
     """kill() on a thread id hands the process's signal to that thread, as the kernel itself does
     when the main thread has a signal pending already (a busy machine): the wake-up and the stop
-    must still reach `serve`'s main loop, not wait in a flag for a main thread that sleeps in a
+    must still reach the main loop, not wait in a flag for a main thread that sleeps in a
     blocking call."""
-    port = free_port()
-    server, _ = serve_process(tmp_path, port, fake.address)
+    if command == "serve":
+        server, _ = serve_process(tmp_path, free_port(), fake.address)
+    else:
+        server = fleet_process(tmp_path, fake.address)
     server.start()
     try:
         url = f"sqlite:///{tmp_path / 'cp.db'}"
         wait_for_first_probe(url)
         with migrated_database(url) as db:  # committed behind the HTTP workers: no notify
             store.create_model(db, ModelConfig(name="m", base_path="/models/m"), "server-test")
-        serve_pid = server.proc.pid
-        threads = other_threads(serve_pid)
+        pid = server.proc.pid
+        threads = other_threads(pid)
         assert threads  # the fleet worker's and gRPC's
         for tid in threads:
             os.kill(tid, signal.SIGUSR1)
@@ -187,7 +197,7 @@ def test_serve_acts_on_signals_that_land_on_any_of_its_threads(tmp_path, fake):
         while not fake.reloads and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(fake.reloads) == 1, log_tail(server.log_path)
-        os.kill(other_threads(serve_pid)[0], signal.SIGTERM)
-        assert server.proc.wait(timeout=30) == 0, log_tail(server.log_path)
+        os.kill(other_threads(pid)[0], signal.SIGTERM)
+        assert server.proc.wait(timeout=90) == 0, log_tail(server.log_path)  # a loaded machine
     finally:
         server.stop()
