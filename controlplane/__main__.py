@@ -26,7 +26,11 @@ REFUSED = 2
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:  # a variable that does not parse
+        print(f"error: {err}", file=sys.stderr)
+        return REFUSED
     try:
         return args.handler(args, settings)
     except (ValueError, Conflict, NotFound) as err:

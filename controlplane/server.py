@@ -25,7 +25,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -36,6 +35,9 @@ from .config import HttpOptions, Settings
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+# What `serve` and `fleet` take in their main thread (see _hold_signals).
+HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD}
+SUPERVISE_POLL_S = 1.0
 
 
 class HttpServer(BaseApplication):  # type: ignore[misc]
@@ -108,25 +110,16 @@ def run_serve(settings: Settings, http_argv: Sequence[str]) -> int:
         "MODELPLANE_FLEET_PID": str(os.getpid()),
         "MODELPLANE_SECRET_KEY": settings.secret_key,  # dev mode's generated key, shared
     }
-    started: list[Any] = []  # the fleet, once it runs
-    _on_wake(started)  # before any worker exists: SIGUSR1's default action is to terminate
-    http = subprocess.Popen(list(http_argv), env=env, preexec_fn=_die_with_parent)
-    stopping = threading.Event()
-
-    def stop(_signum: int, _frame: object) -> None:
-        stopping.set()
-        if http.poll() is None:
-            http.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    fleet, db = _start_fleet(settings, started)
+    _hold_signals()
+    http = subprocess.Popen(list(http_argv), env=env, preexec_fn=_prepare_child)
+    fleet, db = _start_fleet(settings)
     try:
-        code = http.wait()
+        stopping = _supervise(fleet, http)
     finally:
         fleet.stop()
         db.dispose()
-    if not stopping.is_set():
+    code = http.wait()
+    if not stopping:
         log.error("the HTTP server exited with %s; stopping", code)
         return code or 1
     return code
@@ -134,38 +127,67 @@ def run_serve(settings: Settings, http_argv: Sequence[str]) -> int:
 
 def run_fleet(settings: Settings) -> int:
     """Only the fleet worker (for an instance whose HTTP side runs elsewhere)."""
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _s, _f: stopping.set())
-    signal.signal(signal.SIGINT, lambda _s, _f: stopping.set())
-    started: list[Any] = []
-    _on_wake(started)
-    fleet, db = _start_fleet(settings, started)
+    _hold_signals()
+    fleet, db = _start_fleet(settings)
     try:
-        stopping.wait()
+        _supervise(fleet, None)
     finally:
         fleet.stop()
         db.dispose()
     return 0
 
 
-def _on_wake(started: list[Any]) -> None:
-    """SIGUSR1 runs a cycle now; one that arrives before the fleet runs is dropped (its first
-    cycle starts right away anyway)."""
-    signal.signal(signal.SIGUSR1, lambda _s, _f: started and started[0].notify())
+def _hold_signals() -> None:
+    """Block the handled signals in the main thread before any other thread exists.
+
+    Threads inherit the mask, so the kernel keeps these signals pending for `_supervise`
+    instead of handing one to whichever thread is free (a gRPC or fleet thread: it does so
+    whenever the main thread has a signal pending already). Python would only flag such a
+    signal for the main thread, which sleeps in a blocking call and would never see it: the
+    wake-up waited for the periodic pass and SIGTERM for nothing. A signal that comes before
+    the fleet runs is kept too, and SIGUSR1 never gets its default action (terminate).
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
 
 
-def _start_fleet(settings: Settings, started: list[Any]) -> tuple[Any, Any]:
-    """The fleet is in `started` before it starts, so a wake-up that arrives while its first
-    cycle runs is kept for the next one, not dropped."""
+def _supervise(fleet: Any, http: subprocess.Popen[bytes] | None) -> bool:
+    """Take the signals in the main thread until a stop, or until `http` exits: SIGUSR1 wakes
+    the fleet, SIGTERM/SIGINT drain gunicorn (then wait for it) or end a lone fleet.
+
+    True when a signal asked to stop. SIGCHLD ends the wait when gunicorn exits; the poll every
+    SUPERVISE_POLL_S is only a floor under that.
+    """
+    stopping = False
+    while http is None or http.poll() is None:
+        info = signal.sigtimedwait(HANDLED, SUPERVISE_POLL_S)
+        if info is None or info.si_signo == signal.SIGCHLD:
+            continue
+        if info.si_signo == signal.SIGUSR1:
+            fleet.notify()
+            continue
+        stopping = True
+        if http is None:
+            break
+        if http.poll() is None:
+            http.send_signal(signal.SIGTERM)
+    return stopping
+
+
+def _start_fleet(settings: Settings) -> tuple[Any, Any]:
     from .db import Database
     from .fleet import Fleet  # TensorFlow Serving's protos: after gunicorn is forked off
 
     db = Database(settings.database_url, settings.pool)
     fleet = Fleet(db, settings)
-    started.append(fleet)
     fleet.start()
     log.info("fleet worker running in pid %d", os.getpid())
     return fleet, db
+
+
+def _prepare_child() -> None:
+    """In the child before exec: gunicorn handles its own signals, so they are unblocked."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+    _die_with_parent()
 
 
 def _die_with_parent() -> None:

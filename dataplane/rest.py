@@ -18,6 +18,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
 from ssl import SSLContext
 from typing import Any
 from urllib.parse import unquote
@@ -28,7 +30,7 @@ from google.protobuf import json_format
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from dataplane import errors
+from dataplane import errors, rest_protos
 from dataplane.errors import ServingError, UnknownSignature
 from dataplane.http_server import (
     HttpLimits,
@@ -43,12 +45,13 @@ from dataplane.inference import (
     Examples,
     InferenceService,
     ModelRef,
+    Plan,
     Regression,
 )
 from dataplane.limits import RequestLimits
 from dataplane.options import ServerOptions
 from dataplane.request_log import RequestLogger, logging_answer
-from dataplane.rest_protos import classify_pair, predict_pair, regress_pair
+from dataplane.rest_protos import ExamplesProtos, examples_pair, predict_pair
 from dataplane.signatures import TensorSpec
 from dataplane.tensors import (
     columnar_to_arrays,
@@ -114,8 +117,8 @@ class RestApi:
         self._cors = cors
         self._verbs: dict[str, Callable[[ModelRef, bytes, Traced], Future[Response]]] = {
             "predict": self._predict,
-            "classify": self._classify,
-            "regress": self._regress,
+            "classify": partial(self._examples, _CLASSIFY),
+            "regress": partial(self._examples, _REGRESS),
         }
 
     def handle(self, request: Request) -> Response | Future[Response]:
@@ -177,27 +180,18 @@ class RestApi:
         )
         return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
-    def _classify(self, ref: ModelRef, body: bytes, traced: Traced) -> Future[Response]:
+    def _examples(
+        self, verb: _ExamplesVerb, ref: ModelRef, body: bytes, traced: Traced
+    ) -> Future[Response]:
+        """:classify and :regress: one body (examples), each its own plan, JSON and protos."""
         signature_name, examples = _examples_request(body, self._max_json_depth)
-        plan = self._service.classify_plan(ref, signature_name, examples)
+        plan = verb.plan(self._service, ref, signature_name, examples)
         answer = logging_answer(
             self._logs,
             ref.name,
-            "classify",
-            lambda done: Response(200, _classification_json(done)),
-            lambda done, _: classify_pair(ref, signature_name, examples, done),
-        )
-        return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
-
-    def _regress(self, ref: ModelRef, body: bytes, traced: Traced) -> Future[Response]:
-        signature_name, examples = _examples_request(body, self._max_json_depth)
-        plan = self._service.regress_plan(ref, signature_name, examples)
-        answer = logging_answer(
-            self._logs,
-            ref.name,
-            "regress",
-            lambda done: Response(200, _regression_json(done)),
-            lambda done, _: regress_pair(ref, signature_name, examples, done),
+            verb.name,
+            lambda done: Response(200, verb.to_json(done)),
+            lambda done, _: examples_pair(verb.protos, ref, signature_name, examples, done),
         )
         return traced.submit(lambda: self._service.submit(plan, traced.answer(answer)))
 
@@ -551,3 +545,21 @@ def _float_json(values: np.ndarray) -> bytes:
     """Float values as JSON written exactly like Predict outputs (TF Serving's decimals,
     NaN/Infinity tokens): the value part of the one-output columnar response."""
     return outputs_json({"values": values})[len(_OUTPUTS_PREFIX) : -1]
+
+
+@dataclass(frozen=True)
+class _ExamplesVerb:
+    """What :classify and :regress do differently with the same examples body."""
+
+    name: str
+    plan: Callable[[InferenceService, ModelRef, str, Examples], Plan[Any]]
+    to_json: Callable[[Any], bytes]
+    protos: ExamplesProtos
+
+
+_CLASSIFY = _ExamplesVerb(
+    "classify", InferenceService.classify_plan, _classification_json, rest_protos.CLASSIFY
+)
+_REGRESS = _ExamplesVerb(
+    "regress", InferenceService.regress_plan, _regression_json, rest_protos.REGRESS
+)

@@ -6,7 +6,9 @@ produced, so logs from both APIs read, and replay as warmup, alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tensorflow_serving.apis import (
@@ -57,25 +59,38 @@ def fill_input(target: input_pb2.Input, examples: Examples) -> None:
         target.example_list.examples.extend(examples.protos)
 
 
-def classify_pair(
-    ref: ModelRef, signature_name: str, examples: Examples, result: Classification
-) -> tuple[classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse]:
-    request = classification_pb2.ClassificationRequest()
-    fill_spec(request.model_spec, ref, signature_name)
-    fill_input(request.input, examples)
-    response = classification_pb2.ClassificationResponse()
-    fill_model_spec(response.model_spec, result.resolved)
-    fill_classification(response.result, result)
-    return request, response
+@dataclass(frozen=True)
+class ExamplesProtos:
+    """The request and response of one examples API (Classify or Regress) and how its result
+    fills the response: all that tells the two apart in a log record."""
+
+    request: Callable[[], Any]
+    response: Callable[[], Any]
+    fill_result: Callable[[Any, Any], None]
 
 
-def regress_pair(
-    ref: ModelRef, signature_name: str, examples: Examples, result: Regression
-) -> tuple[regression_pb2.RegressionRequest, regression_pb2.RegressionResponse]:
-    request = regression_pb2.RegressionRequest()
+CLASSIFY = ExamplesProtos(
+    classification_pb2.ClassificationRequest,
+    classification_pb2.ClassificationResponse,
+    fill_classification,
+)
+REGRESS = ExamplesProtos(
+    regression_pb2.RegressionRequest, regression_pb2.RegressionResponse, fill_regression
+)
+
+
+def examples_pair(
+    protos: ExamplesProtos,
+    ref: ModelRef,
+    signature_name: str,
+    examples: Examples,
+    result: Classification | Regression,
+) -> tuple[Any, Any]:
+    """The ClassificationRequest/Response or RegressionRequest/Response pair of a call."""
+    request = protos.request()
     fill_spec(request.model_spec, ref, signature_name)
     fill_input(request.input, examples)
-    response = regression_pb2.RegressionResponse()
+    response = protos.response()
     fill_model_spec(response.model_spec, result.resolved)
-    fill_regression(response.result, result)
+    protos.fill_result(response.result, result)
     return request, response

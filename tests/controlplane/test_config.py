@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.config import DEFAULT_DATABASE_URL, Settings, TrafficSettings
+from controlplane.config import (
+    DEFAULT_DATABASE_URL,
+    DataPlaneAuth,
+    HttpOptions,
+    LoginThrottle,
+    PoolOptions,
+    Settings,
+    TrafficSettings,
+)
 from controlplane.db import normalize_url
 
 
@@ -85,3 +93,34 @@ def test_request_log_roots_are_plain_absolute_directories():
     for bad in ("logs", "/", "/var/log/../etc", "/var//log"):
         with pytest.raises(ValueError, match="must be a plain directory"):
             Settings.from_env({"MODELPLANE_REQUEST_LOG_ROOTS": bad})
+
+
+def test_nested_settings_read_their_own_variables_and_keep_the_other_defaults():
+    settings = Settings.from_env(
+        {
+            "MODELPLANE_LOGIN_MAX_FAILURES": "7",
+            "MODELPLANE_HTTP_WORKERS": "4",
+            "MODELPLANE_HTTP_CERT_FILE": "/tls/c.pem",
+            "MODELPLANE_DB_POOL_TIMEOUT_S": "1.5",
+            "MODELPLANE_DATAPLANE_TOKEN": "plane-token",
+            "MODELPLANE_DATAPLANE_TLS_SERVER_NAME": "planes.local",
+            "MODELPLANE_FLEET_PID": "4242",
+            "MODELPLANE_DEV_MODE": "yes",
+        }
+    )
+    assert settings.login_throttle == LoginThrottle(max_failures=7)
+    assert settings.http == HttpOptions(workers=4, cert_file="/tls/c.pem")
+    assert settings.pool == PoolOptions(timeout_s=1.5)
+    assert settings.dataplane_auth == DataPlaneAuth(token="plane-token", server_name="planes.local")
+    assert (settings.fleet_pid, settings.dev_mode) == (4242, True)
+    assert "plane-token" not in repr(settings)
+
+
+def test_secret_key_is_empty_when_unset_so_startup_checks_can_refuse_it():
+    assert Settings.from_env({}).secret_key == ""
+    assert len(Settings().secret_key) == 64  # built directly (tests): a random one
+
+
+def test_a_variable_that_does_not_parse_is_named_in_the_error():
+    with pytest.raises(ValueError, match=r"^MODELPLANE_HTTP_WORKERS: invalid literal"):
+        Settings.from_env({"MODELPLANE_HTTP_WORKERS": "two"})

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from tensorflow_serving.config.model_server_config_pb2 import ModelConfig
 
+from controlplane import planes, store
 from controlplane.auth import create_token
 from controlplane.config import HttpOptions
 from controlplane.server import gunicorn_options
@@ -143,3 +145,59 @@ def test_gunicorn_goes_when_serve_is_killed():
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child)
+
+
+def other_threads(pid: int) -> list[int]:
+    """The thread ids of `pid` other than its main thread."""
+    return [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
+
+
+def wait_for_first_probe(url: str) -> None:
+    """Until the fleet's first cycle has seen the plane: it read the head before that, so from
+    then on only a wake-up (or the far periodic pass) pushes a new head."""
+    with migrated_database(url) as db:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(plane.last_seen for plane in planes.list_planes(db)):
+                return
+            time.sleep(0.1)
+    raise AssertionError("the fleet's first cycle never probed the plane")
+
+
+def fleet_process(tmp_path: Path, dataplane: str) -> ServerProcess:
+    """`fleet` alone: no port to wait for."""
+    serve, _ = serve_process(tmp_path, free_port(), dataplane)
+    argv = [sys.executable, "-m", "controlplane", "fleet"]
+    return ServerProcess(argv, [], tmp_path / "fleet.log", serve.env)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["serve", "fleet"])
+def test_signals_that_land_on_any_thread_reach_the_main_loop(tmp_path, fake, command):
+    """kill() on a thread id hands the process's signal to that thread, as the kernel itself does
+    when the main thread has a signal pending already (a busy machine): the wake-up and the stop
+    must still reach the main loop, not wait in a flag for a main thread that sleeps in a
+    blocking call."""
+    if command == "serve":
+        server, _ = serve_process(tmp_path, free_port(), fake.address)
+    else:
+        server = fleet_process(tmp_path, fake.address)
+    server.start()
+    try:
+        url = f"sqlite:///{tmp_path / 'cp.db'}"
+        wait_for_first_probe(url)
+        with migrated_database(url) as db:  # committed behind the HTTP workers: no notify
+            store.create_model(db, ModelConfig(name="m", base_path="/models/m"), "server-test")
+        pid = server.proc.pid
+        threads = other_threads(pid)
+        assert threads  # the fleet worker's and gRPC's
+        for tid in threads:
+            os.kill(tid, signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while not fake.reloads and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(fake.reloads) == 1, log_tail(server.log_path)
+        os.kill(other_threads(pid)[0], signal.SIGTERM)
+        assert server.proc.wait(timeout=90) == 0, log_tail(server.log_path)  # a loaded machine
+    finally:
+        server.stop()

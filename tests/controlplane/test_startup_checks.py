@@ -78,6 +78,10 @@ def test_development_mode_accepts_both_and_makes_up_a_key():
             {"MODELPLANE_SECRET_KEY": GOOD_KEY, "MODELPLANE_DATAPLANE_TOKEN_FILE": "/nonexistent"},
             "MODELPLANE_DATAPLANE_TOKEN_FILE: cannot read /nonexistent",
         ),
+        (
+            {"MODELPLANE_SECRET_KEY": GOOD_KEY, "MODELPLANE_HTTP_WORKERS": "two"},
+            "MODELPLANE_HTTP_WORKERS: invalid literal for int()",
+        ),
     ],
 )
 def test_the_cli_refuses_with_one_line_and_exit_code_2(command, env, expected, tmp_path):
