@@ -224,7 +224,10 @@ def send_context(image: Image, paths: Sequence[Path], build: subprocess.Popen[by
     (the CLI refuses ``--file`` together with a context from stdin).
     """
     assert build.stdin is not None
-    with build.stdin, tarfile.open(fileobj=build.stdin, mode="w|") as tar:
+    with (
+        build.stdin,
+        tarfile.open(fileobj=build.stdin, mode="w|", format=tarfile.GNU_FORMAT) as tar,
+    ):
         for path in paths:
             relative = str(path.relative_to(REPO))
             name = "Dockerfile" if relative == image.dockerfile else relative
