@@ -85,9 +85,14 @@ IMAGES = (
 _COPY = re.compile(r"^COPY\s+(?!--from)(?:--\S+\s+)*(.+)$")
 
 
+def run(command: Sequence[str]) -> None:
+    """Run one build step; a failure stops the whole build after the tool's own message."""
+    if subprocess.run(command).returncode != 0:
+        sys.exit(f"images: `{' '.join(command[:3])} ...` failed")
+
+
 def docker(*args: str) -> None:
-    """Run the docker CLI; a failure stops the whole build with docker's own message."""
-    subprocess.run(["docker", *args], check=True)
+    run(["docker", *args])
 
 
 def image_exists(reference: str) -> bool:
@@ -123,7 +128,7 @@ def build_base() -> str:
             sys.exit("mmdebstrap is required to build the base image: apt-get install mmdebstrap")
         with tempfile.TemporaryDirectory(dir=REPO / "var") as scratch:
             tarball = Path(scratch) / "base.tar"
-            subprocess.run(
+            run(
                 [
                     "mmdebstrap",
                     "--quiet",
@@ -133,8 +138,7 @@ def build_base() -> str:
                     BASE_SUITE,
                     str(tarball),
                     *BASE_MIRRORS,
-                ],
-                check=True,
+                ]
             )
             docker(
                 "import",
@@ -170,7 +174,7 @@ def build_wheelhouse(image: Image, python: str) -> None:
     requirements = [arg for path in image.wheels for arg in ("-r", str(REPO / path))]
     constraints = ("-c", str(REPO / "constraints.txt"))
     command = [python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(target)]
-    subprocess.run([*command, *requirements, *constraints], check=True)
+    run([*command, *requirements, *constraints])
     stamp.write_text(inputs)
 
 
