@@ -12,11 +12,11 @@ MODELS_DIR ?= var/models
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps protos native native-deps test-native lint-native fuzz fuzz-native models run test test-fast lint format bench bench-deps clean
+.PHONY: images install system-deps protos native native-deps test-native lint-native fuzz fuzz-native models run test test-fast lint format bench bench-deps clean
 
 install: $(STAMP) $(PROTO_STAMP) $(NATIVE)
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt $(wildcard requirements/*.txt) constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -121,6 +121,11 @@ bench: install bench-deps
 	$(PY) bench/bench_load_isolation.py
 	$(PY) bench/bench_unload_memory.py
 	$(PY) bench/bench_tensors.py
+
+# Every container image, built offline from Debian packages and a host wheelhouse; each is tagged
+# with a hash of its inputs and skipped when that tag exists (scripts/images.py, docs/operations.md).
+images: install
+	$(PY) scripts/images.py
 
 clean:
 	rm -rf $(VENV) modelplane var .pytest_cache .ruff_cache dataplane/transport/_native*.so native/target
