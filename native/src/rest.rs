@@ -341,7 +341,7 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.idle_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let for_requests = Arc::clone(shared);
     let service = service_fn(move |request| {
