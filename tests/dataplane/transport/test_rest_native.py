@@ -166,7 +166,8 @@ def test_an_answer_past_the_timeout_is_504_and_the_work_cancelled(
     server: NativeHttpServer, echo: Echo
 ) -> None:
     started = time.monotonic()
-    [(status, _, body)] = split(exchange(server, b"GET /hang HTTP/1.1\r\nConnection: close\r\n\r\n"))
+    raw = exchange(server, b"GET /hang HTTP/1.1\r\nConnection: close\r\n\r\n")
+    [(status, _, body)] = split(raw)
     assert TIMEOUT_S - 0.1 < time.monotonic() - started < TIMEOUT_S + 2
     assert (status, orjson.loads(body)) == (
         504,
@@ -199,7 +200,8 @@ def test_requests_beyond_the_pending_bound_get_503_at_once(
         while not echo.hung and time.monotonic() < deadline:
             time.sleep(0.01)
         started = time.monotonic()
-        [(status, _, body)] = split(exchange(server, b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n"))
+        raw = exchange(server, b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n")
+        [(status, _, body)] = split(raw)
         assert time.monotonic() - started < TIMEOUT_S
     assert (status, orjson.loads(body)) == (
         503,
@@ -299,12 +301,12 @@ def test_https_with_a_client_certificate(echo: Echo, tmp_path: Path) -> None:
         [(status, _, body)] = split(received)
         assert (status, orjson.loads(body)["path"]) == (200, "/secure")
         anonymous = ssl.create_default_context(cafile=str(pki.path("ca.pem")))
-        with pytest.raises((ssl.SSLError, ConnectionResetError)):
-            with (
-                socket.create_connection(("127.0.0.1", running.port)) as raw,
-                anonymous.wrap_socket(raw, server_hostname="localhost") as sock,
-            ):
-                sock.sendall(b"GET /secure HTTP/1.1\r\nConnection: close\r\n\r\n")
-                sock.recv(65536)
+        with (
+            pytest.raises((ssl.SSLError, ConnectionResetError)),
+            socket.create_connection(("127.0.0.1", running.port)) as raw,
+            anonymous.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            sock.sendall(b"GET /secure HTTP/1.1\r\nConnection: close\r\n\r\n")
+            sock.recv(65536)
     finally:
         running.stop(1.0)
