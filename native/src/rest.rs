@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -236,7 +236,12 @@ pub async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<
     let (tx, rx) = oneshot::channel();
     let exchange = Arc::new(Exchange {
         id: shared.next_id.fetch_add(1, Ordering::Relaxed) + 1,
-        method: head.method.as_str().to_owned(),
+        // HEAD is served as GET; hyper sends the answer's head only.
+        method: if head.method == Method::HEAD {
+            "GET".to_owned()
+        } else {
+            head.method.as_str().to_owned()
+        },
         path: head.uri.path().to_owned(),
         query: head.uri.query().unwrap_or("").to_owned(),
         headers: headers(&head.headers),
