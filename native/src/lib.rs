@@ -17,6 +17,8 @@ mod config;
 mod grpc;
 mod queue;
 mod rest;
+#[cfg(fuzzing)]
+pub use rest::serve_rest_bytes;
 mod rest_frontend;
 mod server;
 #[cfg(fuzzing)]

@@ -398,3 +398,65 @@ mod tests {
         assert_eq!(counter.load(Ordering::Acquire), 0);
     }
 }
+
+/// The REST request path without sockets or Python, for the fuzz target (native/fuzz):
+/// `input` arrives as the bytes of one HTTP/1.1 connection; what the server answers is read
+/// and dropped. A stand-in dispatcher answers every request it takes with a fixed body, so
+/// the answer path, the pending bound and the body limit all get exercised.
+#[cfg(fuzzing)]
+pub fn serve_rest_bytes(input: &[u8]) {
+    use tokio::io::AsyncReadExt;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let shared = Arc::new(Shared {
+        queue: Arc::new(CallQueue::new(Duration::ZERO)),
+        limits: RestLimits {
+            max_body: 4096,
+            read_timeout: Duration::from_secs(2),
+            answer_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(2),
+            max_connections: 0,
+            max_pending: 4,
+        },
+        next_id: AtomicU64::new(0),
+        pending: AtomicUsize::new(0),
+        connections: AtomicUsize::new(0),
+    });
+    let queue = Arc::clone(&shared.queue);
+    let dispatcher = std::thread::spawn(move || {
+        while let taken @ [_, ..] = &queue.take_all()[..] {
+            for exchange in taken {
+                exchange.respond(Answer {
+                    status: StatusCode::OK,
+                    headers: HeaderMap::new(),
+                    body: Bytes::from_static(b"{}"),
+                });
+            }
+        }
+    });
+    runtime.block_on(async {
+        let (_phase, watching) = watch::channel(Phase::Serving);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let serving = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move { serve_http1(server, &shared, watching).await }
+        });
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let drain = tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 16];
+            while matches!(from_server.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        let _ = to_server.write_all(input).await;
+        let _ = to_server.shutdown().await;
+        // The connection ends at the input's end (or a timeout); one open after this is a hang.
+        let _ = tokio::time::timeout(Duration::from_secs(10), serving)
+            .await
+            .expect("the connection outlived its input by 10 s");
+        drain.abort();
+    });
+    shared.queue.close();
+    dispatcher.join().expect("the stand-in dispatcher");
+}
