@@ -159,7 +159,7 @@ impl RestFrontend {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(http1_tls(files)?)),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2) // as the gRPC transport's (server.rs says why two)
+            .worker_threads(1) // one: the dispatcher needs the other core (docs/performance.md)
             .thread_name("rest-io")
             .enable_all()
             .build()

@@ -311,3 +311,33 @@ def test_https_with_a_client_certificate(echo: Echo, tmp_path: Path) -> None:
             sock.recv(65536)
     finally:
         running.stop(1.0)
+
+
+def test_expect_100_continue_and_http10(server: NativeHttpServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /x HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(b"ok")
+        [(status, _, body)] = split(sock.recv(65536))
+        assert (status, orjson.loads(body)["body"]) == (200, "ok")
+    [(status, headers, body)] = split(exchange(server, b"GET /old HTTP/1.0\r\n\r\n"))
+    assert (status, orjson.loads(body)["path"]) == (200, "/old")
+    assert headers.get("connection", "close") == "close"  # 1.0 without keep-alive: closed
+
+
+def test_stop_finishes_the_request_under_way_and_closes_idle_connections(echo: Echo) -> None:
+    running = serve(echo)
+    idle = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+    busy = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+    try:
+        busy.sendall(b"GET /later HTTP/1.1\r\n\r\n")
+        time.sleep(0.01)
+        running.stop(2.0)
+        [(status, _, body)] = split(busy.recv(65536))
+        assert (status, orjson.loads(body)["path"]) == (200, "/later")
+        assert idle.recv(1) == b""
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", running.port), timeout=1).close()
+    finally:
+        idle.close()
+        busy.close()
