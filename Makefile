@@ -51,15 +51,18 @@ test-native: native-deps
 lint-native: native-deps
 	cd native && cargo fmt --check && cargo clippy --release --locked -- -D warnings
 
-# libFuzzer on the transport's request path (native/fuzz), FUZZ_SECONDS long. cargo fuzz needs
-# nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them. --cap-lints: the
+# libFuzzer on the transport's request paths, gRPC and REST (native/fuzz), FUZZ_SECONDS each.
+# cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them. --cap-lints: the
 # vendored h2 (a path dependency, so not capped by cargo) has undocumented items under cfg(fuzzing).
 FUZZ_SECONDS ?= 120
 fuzz-native: native-deps
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-	mkdir -p native/target/fuzz-corpus/request_path
-	cd native && RUSTFLAGS=--cap-lints=warn RUSTC_BOOTSTRAP=1 cargo fuzz run request_path \
-	  target/fuzz-corpus/request_path fuzz/seeds/request_path -- -max_total_time=$(FUZZ_SECONDS) -timeout=20
+	for target in request_path rest_request; do \
+	  mkdir -p native/target/fuzz-corpus/$$target && \
+	  (cd native && RUSTFLAGS=--cap-lints=warn RUSTC_BOOTSTRAP=1 cargo fuzz run $$target \
+	    target/fuzz-corpus/$$target fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) -timeout=20) \
+	    || exit 1; \
+	done
 
 # Debian packages the tests use: a real PostgreSQL server and a real headless Chromium.
 system-deps:

@@ -101,6 +101,16 @@ def internal_error(exc: BaseException) -> Response:
     return json_error(500, INTERNAL_MESSAGE)
 
 
+def settle(answer: Future[Response], error_response: ErrorResponder) -> Response:
+    """The response a finished handler future stands for; its error becomes a response."""
+    if answer.cancelled():
+        return json_error(503, "The request was cancelled")
+    error = answer.exception()
+    if error is not None:
+        return error_response(error)
+    return answer.result()
+
+
 _STATUS_LINES: dict[int, bytes] = {}
 
 
@@ -786,13 +796,7 @@ class HttpServer:
         return self._date.line() + self._common_headers
 
     def settle(self, answer: Future[Response]) -> Response:
-        """The response a finished handler future stands for; its error becomes a response."""
-        if answer.cancelled():
-            return json_error(503, "The request was cancelled")
-        error = answer.exception()
-        if error is not None:
-            return self.error_response(error)
-        return answer.result()
+        return settle(answer, self.error_response)
 
     def _tick(self) -> None:
         """Check every connection's read or idle deadline; one timer for all of them. The

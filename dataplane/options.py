@@ -16,6 +16,8 @@ from typing import NoReturn
 from dataplane.limits import DEFAULT_MAX_ELEMENTS
 from dataplane.transport import TRANSPORTS
 
+REST_TRANSPORTS = ("python", "native")
+
 
 def _parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
@@ -48,6 +50,7 @@ class ServerOptions:
     grpc_dispatcher_spin_micros: int = 300
     inline_model_call_micros: int = 100
     grpc_transport: str = "native"
+    rest_transport: str = "python"
     grpc_max_pending_calls: int = 4096
     ssl_config_file: str = ""
     enable_grpc_healthcheck_service: bool = True
@@ -136,15 +139,18 @@ _HELP: dict[str, str] = {
     "saved_model_tags": "Comma-separated MetaGraphDef tags to load",
     "resource_preserving_transitions": "Unload the old version before loading the new one "
     "(modelplane extension; default keeps the old version until the new one is available)",
-    "grpc_dispatcher_spin_micros": "Under light load the gRPC dispatcher polls this long for "
-    "the next call before it sleeps: lower latency for up to one core of polling; 0 turns it "
-    "off (modelplane extension)",
+    "grpc_dispatcher_spin_micros": "Under light load the gRPC dispatcher (and, with "
+    "--rest_transport=native, the REST one) polls this long for the next call before it "
+    "sleeps: lower latency for up to one core of polling; 0 turns it off (modelplane extension)",
     "inline_model_call_micros": "Model calls typically shorter than this run on the front "
     "end's dispatcher thread; longer ones run on a thread while a core is idle, and those of "
     "2 ms or more always do. 2000: every call under 2 ms inline, the single-thread design "
     "(modelplane extension)",
     "grpc_transport": "gRPC transport: native (the built extension; grpcio, with a warning, "
     "where it is not built) or grpcio (modelplane extension)",
+    "rest_transport": "REST's HTTP/1.1 server: python (the uvloop server, http_server.py) "
+    "or native (hyper in the built extension; python, with a warning, where it is not built) "
+    "(modelplane extension)",
     "grpc_max_pending_calls": "gRPC calls held for the Python side at once beyond which new "
     "calls get UNAVAILABLE at once; 0: no bound (modelplane extension)",
     "ssl_config_file": "SSLConfig text proto: TLS for gRPC and, beyond TF Serving, HTTPS on the "
@@ -243,4 +249,6 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
         parser.error("--tracing_sample_ratio must be in [0, 1]")
     if namespace.grpc_transport not in TRANSPORTS:
         parser.error(f"--grpc_transport must be one of {', '.join(TRANSPORTS)}")
+    if namespace.rest_transport not in REST_TRANSPORTS:
+        parser.error(f"--rest_transport must be one of {', '.join(REST_TRANSPORTS)}")
     return ServerOptions(**vars(namespace))

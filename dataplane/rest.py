@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import binascii
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from ssl import SSLContext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -60,6 +60,12 @@ from dataplane.tensors import (
     predictions_json,
 )
 from dataplane.tracing import Traced, Tracing
+from dataplane.transport.tls import TlsConfig
+
+if TYPE_CHECKING:
+    from dataplane.transport.rest_native import NativeHttpServer
+
+log = logging.getLogger(__name__)
 
 ExtraRoute = Callable[[], tuple[int, bytes, str]]
 
@@ -224,18 +230,19 @@ class RestApi:
 
 
 class RestServer:
-    """The REST front end: TF Serving's REST API on `options.rest_api_port`."""
+    """The REST front end: TF Serving's REST API on `options.rest_api_port`, served by the
+    HTTP/1.1 server --rest_transport names."""
 
     def __init__(
         self,
         options: ServerOptions,
         service: InferenceService,
         extra_routes: Mapping[str, ExtraRoute] | None = None,
-        ssl: SSLContext | None = None,
+        tls: TlsConfig | None = None,
         request_logs: RequestLogger | None = None,
         tracing: Tracing | None = None,
     ) -> None:
-        """`ssl`: serve HTTPS (--ssl_config_file); `request_logs`: logging_config's logger;
+        """`tls`: serve HTTPS (--ssl_config_file); `request_logs`: logging_config's logger;
         `tracing`: --tracing_otlp_endpoint's tracer."""
         cors = options.rest_api_enable_cors_support
         api = RestApi(
@@ -246,14 +253,24 @@ class RestServer:
             request_logs,
             tracing,
         )
-        self._http = HttpServer(
-            api.handle,
-            port=options.rest_api_port,
-            limits=http_limits(options),
-            common_headers=_CORS_HEADERS if cors else (),
-            error_response=error_response,
-            ssl=ssl,
-        )
+        common = {
+            "port": options.rest_api_port,
+            "limits": http_limits(options),
+            "common_headers": _CORS_HEADERS if cors else (),
+            "error_response": error_response,
+        }
+        native = _native_server() if options.rest_transport == "native" else None
+        self._http: HttpServer | NativeHttpServer
+        if native is not None:
+            self._http = native(
+                api.handle,
+                tls=tls.transport_tuple() if tls is not None else None,
+                spin_microseconds=options.grpc_dispatcher_spin_micros,
+                **common,
+            )
+        else:
+            ssl = tls.ssl_context() if tls is not None else None
+            self._http = HttpServer(api.handle, ssl=ssl, **common)
 
     @property
     def port(self) -> int:
@@ -264,6 +281,16 @@ class RestServer:
 
     def stop(self, grace_seconds: float) -> None:
         self._http.stop(grace_seconds)
+
+
+def _native_server() -> type[NativeHttpServer] | None:
+    """The hyper server, or None (with one warning) where the extension is not built."""
+    try:
+        from dataplane.transport.rest_native import NativeHttpServer
+    except ImportError:
+        log.warning("the native transport is not built; serving REST with the Python server")
+        return None
+    return NativeHttpServer
 
 
 def http_limits(options: ServerOptions) -> HttpLimits:

@@ -189,9 +189,8 @@ class DataPlane:
         rest_service = self.service.via("REST")
         self.rest = None
         if options.rest_api_port:
-            ssl = self.tls.ssl_context() if self.tls is not None else None
             self.rest = RestServer(
-                options, rest_service, routes, ssl, self.request_logs, self.tracing
+                options, rest_service, routes, self.tls, self.request_logs, self.tracing
             )
         self.grpc_port = 0
 

@@ -1,4 +1,5 @@
-"""Type stub for the native gRPC transport built from native/ (Rust: hyper + h2 + rustls)."""
+"""Type stub for the native transport built from native/ (Rust: hyper + h2 + rustls): gRPC
+and REST's HTTP/1.1."""
 
 from collections.abc import Sequence
 
@@ -49,4 +50,53 @@ class Frontend:
     def shutdown(self, grace_seconds: float) -> None: ...
     def next_calls(self) -> list[Call]:
         """Every queued call; blocks (GIL released) while there is none; [] once closed."""
+    def close(self) -> None: ...
+
+class RestRequest:
+    """One REST request whose body has arrived (and, again, its early end)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query(self) -> str: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Lower-case names, each once (repeated fields joined with ", "), Latin-1 values."""
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def ended(self) -> bool:
+        """Answered, timed out (the client got 504) or its client gone."""
+    @property
+    def expired(self) -> bool:
+        """The answer deadline (--rest_api_timeout_in_ms) has passed."""
+    def respond(
+        self, status: int, content_type: str, headers: Sequence[tuple[str, str]], body: bytes
+    ) -> bool:
+        """The answer (Content-Length and Date are added); False if the request is over.
+        ValueError for a status or header field HTTP cannot carry."""
+
+class RestFrontend:
+    def __init__(
+        self,
+        address: str,
+        max_body_bytes: int,
+        read_timeout_seconds: float,
+        answer_timeout_seconds: float,
+        idle_timeout_seconds: float,
+        max_connections: int,
+        max_pending: int,
+        spin_microseconds: int = 0,
+        tls: tuple[bytes, bytes, bytes, bool] | None = None,
+    ) -> None:
+        """Seconds of 0 or less: a day; counts of 0: no bound. `tls` as Frontend's."""
+    def start(self) -> int:
+        """Bind (RuntimeError "cannot listen on ADDRESS: ..."); the port bound."""
+    def shutdown(self, grace_seconds: float) -> None: ...
+    def next_requests(self) -> list[RestRequest]:
+        """Every queued request; blocks (GIL released) while there is none; [] once closed."""
     def close(self) -> None: ...

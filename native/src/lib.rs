@@ -1,4 +1,5 @@
-//! dataplane.transport._native: the data plane's gRPC transport, in Rust.
+//! dataplane.transport._native: the data plane's gRPC transport, in Rust (and REST's HTTP/1.1:
+//! rest.rs, rest_frontend.rs).
 //!
 //! hyper's HTTP/2 server (h2) and rustls own the sockets, framing, deadlines, flow control and
 //! TLS on tokio threads that never take the GIL. A call whose request message has arrived is
@@ -15,6 +16,10 @@ mod call;
 mod config;
 mod grpc;
 mod queue;
+mod rest;
+#[cfg(fuzzing)]
+pub use rest::serve_rest_bytes;
+mod rest_frontend;
 mod runtime;
 mod server;
 #[cfg(fuzzing)]
@@ -238,5 +243,7 @@ impl Drop for Frontend {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Call>()?;
     m.add_class::<Frontend>()?;
+    m.add_class::<rest_frontend::RestFrontend>()?;
+    m.add_class::<rest_frontend::RestRequest>()?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The queue of calls waiting for the one Python dispatcher.
+//! The queue of calls (gRPC calls, or REST requests) waiting for the one Python dispatcher.
 //!
 //! The tokio threads push calls (and, again, dispatched calls that ended early); the
 //! dispatcher takes everything queued in one step, so one GIL hand-off serves many calls.
@@ -9,25 +9,28 @@ use std::time::{Duration, Instant};
 
 use crate::call::CallInner;
 
-#[derive(Default)]
-struct State {
-    items: Vec<Arc<CallInner>>,
+struct State<T> {
+    items: Vec<Arc<T>>,
     closed: bool,
     sleeping: bool, // the consumer waits on `ready`: only then is a wake-up worth a syscall
 }
 
-pub struct CallQueue {
-    state: Mutex<State>,
+pub struct CallQueue<T = CallInner> {
+    state: Mutex<State<T>>,
     ready: Condvar,
     size: AtomicUsize, // items.len(), readable without the lock (the spin reads it)
     spin: Duration,
     last_taken: AtomicUsize, // only the one consumer uses it
 }
 
-impl CallQueue {
+impl<T> CallQueue<T> {
     pub fn new(spin: Duration) -> Self {
         CallQueue {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                items: Vec::new(),
+                closed: false,
+                sleeping: false,
+            }),
             ready: Condvar::new(),
             size: AtomicUsize::new(0),
             spin,
@@ -36,7 +39,7 @@ impl CallQueue {
     }
 
     /// Queue a call for Python; with `limit` > 0, refuse it (false) when that many wait already.
-    pub fn push(&self, call: Arc<CallInner>, limit: usize) -> bool {
+    pub fn push(&self, call: Arc<T>, limit: usize) -> bool {
         let mut state = self.state.lock().unwrap();
         if state.closed || (limit > 0 && state.items.len() >= limit) {
             return false;
@@ -58,7 +61,7 @@ impl CallQueue {
     /// Under light load (the last take found one call) the consumer first spins for `spin`
     /// before it sleeps: an idle vCPU wakes slowly and the futex wake-up is a hop of its own
     /// (docs/performance.md). Under load takes find several calls, so nobody spins.
-    pub fn take_all(&self) -> Vec<Arc<CallInner>> {
+    pub fn take_all(&self) -> Vec<Arc<T>> {
         if !self.spin.is_zero() && self.last_taken.load(Ordering::Relaxed) <= 1 {
             self.spin_while_empty();
         }

@@ -67,6 +67,30 @@ def test_each_transport_serves_a_real_model_to_the_official_client(
     assert ("serving gRPC with grpcio" in log) is False  # chosen, never fallen back to
 
 
+@pytest.mark.parametrize("rest_transport", ["python", "native"])
+def test_each_rest_transport_serves_the_rest_api(saved_models, tmp_path, rest_transport) -> None:
+    plane = serve(saved_models, tmp_path, f"--rest_transport={rest_transport}")
+    api = f"{plane.rest_url}/v1/models/half_plus_two"
+    try:
+        with requests.Session() as session:
+            answer = session.post(f"{api}:predict", json={"instances": [1.0, 2.0, 5.0]}, timeout=30)
+            assert (answer.status_code, answer.json()) == (200, {"predictions": [2.5, 3.0, 4.5]})
+            status = session.get(api, timeout=30).json()
+            assert status["model_version_status"][0]["state"] == "AVAILABLE"
+            bad = session.post(f"{api}:predict", data=b"{", timeout=30)
+            assert bad.status_code == 400
+            assert bad.json()["error"].startswith("JSON Parse error")
+            missing = session.post(f"{plane.rest_url}/v1/models/nope:predict", json={}, timeout=30)
+            assert (missing.status_code, missing.json()) == (
+                404,
+                {"error": "Servable not found for request: Latest(nope)"},
+            )
+    finally:
+        plane.stop()
+    fell_back = "serving REST with the Python server" in plane.log_path.read_text()
+    assert fell_back is False
+
+
 # --------------------------------------------------------------------------- TLS
 
 
