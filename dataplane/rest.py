@@ -31,6 +31,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from dataplane import errors
 from dataplane.errors import ServingError, UnknownSignature
 from dataplane.http_server import (
+    Handler,
     HttpLimits,
     HttpServer,
     Request,
@@ -45,8 +46,10 @@ from dataplane.inference import (
     ModelRef,
     Regression,
 )
+from dataplane.json_logs import JSON
 from dataplane.limits import RequestLimits
 from dataplane.options import ServerOptions
+from dataplane.request_ids import with_request_ids
 from dataplane.request_log import RequestLogger, logging_answer
 from dataplane.rest_protos import classify_pair, predict_pair, regress_pair
 from dataplane.signatures import TensorSpec
@@ -252,8 +255,11 @@ class RestServer:
             request_logs,
             tracing,
         )
+        handler: Handler = api.handle
+        if options.log_format == JSON:
+            handler = with_request_ids(handler, error_response)
         self._http = HttpServer(
-            api.handle,
+            handler,
             port=options.rest_api_port,
             limits=http_limits(options),
             common_headers=_CORS_HEADERS if cors else (),
