@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from dataplane import json_logs
+
 from . import cli_credentials, migrate, server, startup_checks
 from .config import HttpOptions, Settings
 from .credentials import CredentialsError, PlaneCredentials
@@ -25,9 +27,9 @@ REFUSED = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env()
     try:
+        json_logs.configure(json_logs.chosen_format())
+        settings = Settings.from_env()
         return args.handler(args, settings)
     except (ValueError, Conflict, NotFound) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -32,6 +32,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from dataplane import json_logs
+
 from .config import HttpOptions, Settings
 
 log = logging.getLogger(__name__)
@@ -74,9 +76,31 @@ def gunicorn_options(http: HttpOptions, host: str, port: int) -> dict[str, Any]:
         "control_socket_disable": True,
         "proc_name": "modelplane-controlplane",
     }
+    if json_logs.chosen_format() == json_logs.JSON:
+        options["logconfig_dict"] = GUNICORN_JSON_LOGGING
     if http.cert_file or http.key_file:
         options.update(certfile=http.cert_file, keyfile=http.key_file)
     return options
+
+
+def _json_handler(formatter: str) -> dict[str, str]:
+    return {"class": "logging.StreamHandler", "formatter": formatter, "stream": "ext://sys.stderr"}
+
+
+# gunicorn's logging when logs are JSON: its error log and the app's records as JSON lines on
+# stderr (json_logs.py), and one access line per request with its id, status and time.
+GUNICORN_JSON_LOGGING: dict[str, Any] = {
+    "root": {"level": "INFO", "handlers": ["json"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["json"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+    },
+    "handlers": {"json": _json_handler("json"), "access": _json_handler("access")},
+    "formatters": {
+        "json": {"()": "dataplane.json_logs.JsonFormatter"},
+        "access": {"()": "controlplane.request_ids.AccessFormatter"},
+    },
+}
 
 
 def _start_worker(_server: Any, worker: Any) -> None:

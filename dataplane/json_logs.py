@@ -74,6 +74,10 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self._context = context
 
+    def fields(self, _record: logging.LogRecord) -> Fields | None:
+        """The fields the line adds to the record's own: the current request's."""
+        return self._context()
+
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC)
         line: dict[str, object] = {
@@ -83,7 +87,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         try:
-            fields = self._context()
+            fields = self.fields(record)
         except Exception:  # a log line must never fail for its context
             fields = None
         if fields:
@@ -107,3 +111,4 @@ def configure(log_format: str, context: Callable[[], Fields | None] = REQUEST.ge
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logging.captureWarnings(True)  # a warning is a record too, not lines of its own
