@@ -13,15 +13,18 @@ is formatted (rare: requests log nothing unless something goes wrong).
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import re
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TextIO
 
 TEXT = "text"
 JSON = "json"
@@ -99,9 +102,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-def configure(log_format: str, context: Callable[[], Fields | None] = REQUEST.get) -> None:
-    """The root logger at INFO on stderr, as text or JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure(
+    log_format: str,
+    context: Callable[[], Fields | None] = REQUEST.get,
+    capture_native: bool = False,
+) -> None:
+    """The root logger at INFO on stderr, as text or JSON lines; `capture_native` (JSON only):
+    what is written to file descriptor 2 outside of logging becomes records too."""
+    stream = sys.stderr
+    if log_format == JSON and capture_native:
+        stream = _capture_fd2()
+    handler = logging.StreamHandler(stream)
     if log_format == JSON:
         handler.setFormatter(JsonFormatter(context))
     else:
@@ -112,3 +123,44 @@ def configure(log_format: str, context: Callable[[], Fields | None] = REQUEST.ge
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)  # a warning is a record too, not lines of its own
+
+
+# The first letter of an absl/glog line ("I0000 00:00:...", "E1208 ...") is its severity.
+_NATIVE_LEVELS = {
+    "I": logging.INFO,
+    "W": logging.WARNING,
+    "E": logging.ERROR,
+    "F": logging.CRITICAL,
+}
+_NATIVE = logging.getLogger("native")
+
+
+def _capture_fd2() -> TextIO:
+    """Route file descriptor 2 through a pipe whose lines a thread logs as records of
+    `native` (TensorFlow's and gRPC's C++ write there directly, and so do `print`s and
+    Python's last-resort tracebacks); return a stream on the real stderr for the handler.
+
+    At exit, fd 2 is given back and the thread drains the pipe, so that last words (a failed
+    start) are written; a process killed by a signal may lose lines still in the pipe."""
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    pump = threading.Thread(target=_pump, args=(read_end,), name="stderr-pump", daemon=True)
+    pump.start()
+
+    def give_back() -> None:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe's last writer is gone: the thread reads to its end
+        pump.join(timeout=2.0)
+
+    atexit.register(give_back)
+    return open(real, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+
+
+def _pump(read_end: int) -> None:
+    with open(read_end, "rb") as pipe:
+        for raw in pipe:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                _NATIVE.log(_NATIVE_LEVELS.get(line[0], logging.INFO), "%s", line)
