@@ -28,7 +28,7 @@ REFUSED = 2
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        json_logs.configure(json_logs.chosen_format())
+        json_logs.configure(json_logs.chosen_format(), capture_native=True)
         settings = Settings.from_env()
         return args.handler(args, settings)
     except (ValueError, Conflict, NotFound) as err:

@@ -285,6 +285,8 @@ class Fleet:
             attempts = attempt
             try:
                 self._renew(claim)
+                # this line's request_id is the one the plane logs the reload under
+                log.info("push %s of revision %d to %s", step, revision, client.address)
                 client.reload(config)
             except LeaseLost:
                 return False

@@ -146,7 +146,7 @@ def _capture_fd2() -> TextIO:
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    pump = threading.Thread(target=_pump, args=(read_end,), name="stderr-pump", daemon=True)
+    pump = threading.Thread(target=_pump, args=(read_end, real), name="stderr-pump", daemon=True)
     pump.start()
 
     def give_back() -> None:
@@ -158,9 +158,22 @@ def _capture_fd2() -> TextIO:
     return open(real, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
 
 
-def _pump(read_end: int) -> None:
+def _pump(read_end: int, real: int) -> None:
+    """Each line read as a `native` record, except a JSON line (a child process's, or a
+    handler that writes to sys.stderr, such as gunicorn's), which is passed on as it is."""
     with open(read_end, "rb") as pipe:
         for raw in pipe:
             line = raw.decode("utf-8", "replace").rstrip()
-            if line:
+            if _is_json_line(line):
+                os.write(real, raw if raw.endswith(b"\n") else raw + b"\n")
+            elif line:
                 _NATIVE.log(_NATIVE_LEVELS.get(line[0], logging.INFO), "%s", line)
+
+
+def _is_json_line(line: str) -> bool:
+    if not line.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
