@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     from dataplane import json_logs, supervision
     from dataplane.request_ids import log_context
 
-    json_logs.configure(options.log_format, log_context, capture_native=True)
+    json_logs.configure(options.logs_format, log_context, capture_native=True)
     from dataplane.server import DataPlane, StartupError
 
     try:

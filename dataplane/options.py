@@ -86,8 +86,13 @@ class ServerOptions:
     admin_token_file: str = ""
     model_base_path_prefixes: str = ""
     max_queued_reloads: int = 2
-    log_format: str = ""  # parse_options resolves it: text or json
+    log_format: str = ""  # empty: $MODELPLANE_LOG_FORMAT (see logs_format)
     version: bool = False
+
+    @property
+    def logs_format(self) -> str:
+        """`text` or `json`: the flag, else the environment (json_logs.chosen_format)."""
+        return chosen_format(self.log_format)
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -239,7 +244,7 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
     if not 0.0 <= namespace.tracing_sample_ratio <= 1.0:
         parser.error("--tracing_sample_ratio must be in [0, 1]")
     try:
-        namespace.log_format = chosen_format(namespace.log_format)
+        chosen_format(namespace.log_format)  # a bad flag or variable stops the start here
     except ValueError as err:
         parser.error(f"--log_format: {err}")
     if namespace.grpc_transport not in TRANSPORTS:

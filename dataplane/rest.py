@@ -256,7 +256,7 @@ class RestServer:
             tracing,
         )
         handler: Handler = api.handle
-        if options.log_format == JSON:
+        if options.logs_format == JSON:
             handler = with_request_ids(handler, error_response)
         self._http = HttpServer(
             handler,
