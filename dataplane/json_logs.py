@@ -125,7 +125,9 @@ def configure(
     logging.captureWarnings(True)  # a warning is a record too, not lines of its own
 
 
-# The first letter of an absl/glog line ("I0000 00:00:...", "E1208 ...") is its severity.
+# An absl/glog line ("I0000 00:00:...", "E1208 ...") starts with its severity's letter; any
+# other line (a print, a last-resort traceback) is logged at WARNING.
+_GLOG = re.compile(r"[IWEF]\d{4} ")
 _NATIVE_LEVELS = {
     "I": logging.INFO,
     "W": logging.WARNING,
@@ -167,7 +169,8 @@ def _pump(read_end: int, real: int) -> None:
             if _is_json_line(line):
                 os.write(real, raw if raw.endswith(b"\n") else raw + b"\n")
             elif line:
-                _NATIVE.log(_NATIVE_LEVELS.get(line[0], logging.INFO), "%s", line)
+                level = _NATIVE_LEVELS[line[0]] if _GLOG.match(line) else logging.WARNING
+                _NATIVE.log(level, "%s", line)
 
 
 def _is_json_line(line: str) -> bool:
