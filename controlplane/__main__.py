@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from dataplane import json_logs
+
 from . import cli_credentials, migrate, server, startup_checks
 from .config import HttpOptions, Settings
 from .credentials import CredentialsError, PlaneCredentials
@@ -25,12 +27,12 @@ REFUSED = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
     except ValueError as err:  # a variable that does not parse
         print(f"error: {err}", file=sys.stderr)
         return REFUSED
+    json_logs.configure(settings.log_format, capture_native=True)
     try:
         return args.handler(args, settings)
     except (ValueError, Conflict, NotFound) as err:

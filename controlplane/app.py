@@ -12,7 +12,7 @@ from flask import Flask, jsonify
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from . import https, ui
+from . import https, request_ids, ui
 from .api import bp as api_bp
 from .config import Settings
 from .context import ControlPlane, control_plane
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     traffic = Traffic(db, settings.traffic)
     app.extensions["modelplane"] = ControlPlane(settings, db, fleet, traffic)
     app.register_blueprint(api_bp)
+    request_ids.install(app)
     ui.init_app(app, settings)
     https.init_app(app)
     app.add_url_rule("/healthz", "healthz", healthz)

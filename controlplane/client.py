@@ -21,8 +21,10 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
+from dataplane.json_logs import HEADER
 from modelplane import info_pb2, info_pb2_grpc
 
+from . import request_ids
 from .credentials import PlaneCredentials
 
 RETRYABLE = {
@@ -142,7 +144,8 @@ class PlaneClient:
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
         try:
-            return method(request, timeout=self.deadline_s, metadata=self._metadata)
+            metadata = (*self._metadata, (HEADER, request_ids.current()))
+            return method(request, timeout=self.deadline_s, metadata=metadata)
         except grpc.RpcError as err:
             if err.code() in RETRYABLE:
                 raise PlaneUnreachable(err.code().name, err.details() or "") from err

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
+from dataplane import json_logs
+
 DEFAULT_DATABASE_URL = "sqlite:///var/controlplane.db"
 T = TypeVar("T")
 
@@ -223,6 +225,10 @@ class Settings:
     traffic: TrafficSettings = TrafficSettings()
     # Directories under which a model's logging_config may have the data planes write request
     # logs; empty refuses every logging_config (see revisions.check_log_roots).
+    # `text` or `json` (JSON lines with request ids, dataplane/json_logs.py), both planes alike.
+    log_format: str = env_field(
+        "MODELPLANE_LOG_FORMAT", json_logs.TEXT, parse=json_logs.chosen_format
+    )
     request_log_roots: tuple[str, ...] = env_field(
         "MODELPLANE_REQUEST_LOG_ROOTS", (), parse=_log_roots
     )

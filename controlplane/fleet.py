@@ -31,7 +31,7 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
-from . import planes, store
+from . import planes, request_ids, store
 from . import revisions as rv
 from .client import PlaneClient, PlaneRejected, PlaneUnreachable
 from .config import Settings
@@ -285,6 +285,8 @@ class Fleet:
             attempts = attempt
             try:
                 self._renew(claim)
+                # this line's request_id is the one the plane logs the reload under
+                log.info("push %s of revision %d to %s", step, revision, client.address)
                 client.reload(config)
             except LeaseLost:
                 return False
@@ -363,10 +365,15 @@ class Fleet:
         return list(self._pool.map(lambda item: self._isolated(fn, item), list(items)))
 
     def _isolated(self, fn: Callable[[T], R | None], item: T) -> R | None:
+        """`fn(item)` with its own request id (in its log lines and its calls to the plane)."""
+        plane = _plane_of(item)
+        with request_ids.new_request(plane=plane.address):
+            return self._guarded(fn, item, plane)
+
+    def _guarded(self, fn: Callable[[T], R | None], item: T, plane: planes.PlaneView) -> R | None:
         try:
             return fn(item)
         except Exception as err:  # anything: the other planes must go on
-            plane = _plane_of(item)
             owner = item.owner if isinstance(item, Claim) else None
             log.exception("data plane %s: unexpected error", plane.address)
             try:

@@ -31,6 +31,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from dataplane import json_logs
+
 from .config import HttpOptions, Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class HttpServer(BaseApplication):  # type: ignore[misc]
 
     def __init__(self, settings: Settings, host: str, port: int) -> None:
         self.settings = replace(settings, run_fleet=False)
-        self.options = gunicorn_options(settings.http, host, port)
+        self.options = gunicorn_options(settings.http, host, port, settings.log_format)
         super().__init__()
 
     def load_config(self) -> None:
@@ -59,7 +61,9 @@ class HttpServer(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
-def gunicorn_options(http: HttpOptions, host: str, port: int) -> dict[str, Any]:
+def gunicorn_options(
+    http: HttpOptions, host: str, port: int, log_format: str = json_logs.TEXT
+) -> dict[str, Any]:
     """gunicorn settings: bounded threads per worker; SIGTERM drains for graceful_timeout."""
     options: dict[str, Any] = {
         "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
@@ -76,9 +80,31 @@ def gunicorn_options(http: HttpOptions, host: str, port: int) -> dict[str, Any]:
         "control_socket_disable": True,
         "proc_name": "modelplane-controlplane",
     }
+    if log_format == json_logs.JSON:
+        options["logconfig_dict"] = GUNICORN_JSON_LOGGING
     if http.cert_file or http.key_file:
         options.update(certfile=http.cert_file, keyfile=http.key_file)
     return options
+
+
+def _json_handler(formatter: str) -> dict[str, str]:
+    return {"class": "logging.StreamHandler", "formatter": formatter, "stream": "ext://sys.stderr"}
+
+
+# gunicorn's logging when logs are JSON: its error log and the app's records as JSON lines on
+# stderr (json_logs.py), and one access line per request with its id, status and time.
+GUNICORN_JSON_LOGGING: dict[str, Any] = {
+    "root": {"level": "INFO", "handlers": ["json"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["json"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+    },
+    "handlers": {"json": _json_handler("json"), "access": _json_handler("access")},
+    "formatters": {
+        "json": {"()": "dataplane.json_logs.JsonFormatter"},
+        "access": {"()": "controlplane.request_ids.AccessFormatter"},
+    },
+}
 
 
 def _start_worker(_server: Any, worker: Any) -> None:

@@ -6,7 +6,6 @@ line on stderr and exits non-zero, after stopping whatever had started (docs/ope
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -22,10 +21,10 @@ def main(argv: list[str]) -> int:
     if options.version:
         print(f"modelplane dataplane {__version__} (tensorflow_model_server compatible)")
         return 0
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from dataplane import supervision
+    from dataplane import json_logs, supervision
+    from dataplane.request_ids import log_context
+
+    json_logs.configure(options.logs_format, log_context, capture_native=True)
     from dataplane.server import DataPlane, StartupError
 
     try:

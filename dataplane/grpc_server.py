@@ -269,8 +269,16 @@ class GrpcServer:
                 _fail(call, exc)
 
     def _answer(self, call: Call, route: Route, request: Message) -> None:
+        """Run the handler with the call as CURRENT_CALL (its metadata, for tracing.py and the
+        log lines of request_ids.py), and no longer once the handler returns."""
+        token = CURRENT_CALL.set(call)
+        try:
+            self._run(call, route, request)
+        finally:
+            CURRENT_CALL.reset(token)
+
+    def _run(self, call: Call, route: Route, request: Message) -> None:
         """Run the handler; whatever goes wrong fails this call only."""
-        CURRENT_CALL.set(call)  # its metadata, for a handler that traces (tracing.py)
         try:
             if route.kind is Kind.STREAM:
                 route.handler(request, ResponseStream(call))

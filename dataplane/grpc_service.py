@@ -10,6 +10,7 @@ writes them). Inference handlers never block the dispatcher: they hand their pla
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -57,6 +58,8 @@ from modelplane import info_pb2
 
 SIGNATURE_DEF_FIELD = "signature_def"
 Value = TypeVar("Value")
+
+log = logging.getLogger(__name__)
 
 
 def serving_routes(
@@ -464,6 +467,7 @@ class ModelHandlers:
         report = self._manager.apply_config(config)
         if report.code is not Code.OK:
             raise ServingError(report.code, report.message)
+        log.info("Applied HandleReloadConfigRequest: %s", dict(report.models))
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = int(Code.OK)
         return response

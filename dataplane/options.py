@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import NoReturn
 
+from dataplane.json_logs import chosen_format
 from dataplane.limits import DEFAULT_MAX_ELEMENTS
 from dataplane.transport import TRANSPORTS
 
@@ -89,7 +90,13 @@ class ServerOptions:
     admin_token_file: str = ""
     model_base_path_prefixes: str = ""
     max_queued_reloads: int = 2
+    log_format: str = ""  # empty: $MODELPLANE_LOG_FORMAT (see logs_format)
     version: bool = False
+
+    @property
+    def logs_format(self) -> str:
+        """`text` or `json`: the flag, else the environment (json_logs.chosen_format)."""
+        return chosen_format(self.log_format)
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -164,6 +171,8 @@ _HELP: dict[str, str] = {
     "collector, e.g. http://otel-collector:4317; empty: no tracing (modelplane)",
     "tracing_sample_ratio": "Share of requests without a traceparent that are traced; a "
     "request with one follows its sampled flag (modelplane)",
+    "log_format": "Logs on stderr as text or json (one JSON object per line, with request ids); "
+    "empty: $MODELPLANE_LOG_FORMAT, else text (modelplane; docs/operations.md)",
     "admin_token_file": "File holding the token admin calls (HandleReloadConfigRequest, "
     "modelplane.*) must send as 'authorization: Bearer <token>'; empty: admin calls are open, "
     "as in TF Serving (modelplane extension; docs/security.md)",
@@ -247,6 +256,10 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
             parser.error(f"--{name} must be >= 0")
     if not 0.0 <= namespace.tracing_sample_ratio <= 1.0:
         parser.error("--tracing_sample_ratio must be in [0, 1]")
+    try:
+        chosen_format(namespace.log_format)  # a bad flag or variable stops the start here
+    except ValueError as err:
+        parser.error(f"--log_format: {err}")
     if namespace.grpc_transport not in TRANSPORTS:
         parser.error(f"--grpc_transport must be one of {', '.join(TRANSPORTS)}")
     if namespace.rest_transport not in REST_TRANSPORTS:

@@ -10,6 +10,8 @@ passes, and a cancelled one is never started.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -39,8 +41,12 @@ class ReloadQueue(Generic[T]):
         self._thread = threading.Thread(target=self._run_forever, name="reload")
 
     def submit(self, work: Callable[[], T]) -> Future[T]:
-        """Queue `work`; UNAVAILABLE (at once) when `max_waiting` are already waiting."""
+        """Queue `work`; UNAVAILABLE (at once) when `max_waiting` are already waiting.
+
+        `work` runs in the caller's context (the call it answers), so that the reload's log
+        lines carry the caller's request id (request_ids.py)."""
         future: Future[T] = Future()
+        work = functools.partial(contextvars.copy_context().run, work)
         with self._ready:
             if self._closed:
                 raise ServingError(Code.UNAVAILABLE, "the server is shutting down")

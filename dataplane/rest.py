@@ -33,6 +33,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from dataplane import errors, rest_protos
 from dataplane.errors import ServingError, UnknownSignature
 from dataplane.http_server import (
+    Handler,
     HttpLimits,
     HttpServer,
     Request,
@@ -48,8 +49,10 @@ from dataplane.inference import (
     Plan,
     Regression,
 )
+from dataplane.json_logs import JSON
 from dataplane.limits import RequestLimits
 from dataplane.options import ServerOptions
+from dataplane.request_ids import with_request_ids
 from dataplane.request_log import RequestLogger, logging_answer
 from dataplane.rest_protos import ExamplesProtos, examples_pair, predict_pair
 from dataplane.signatures import TensorSpec
@@ -253,6 +256,9 @@ class RestServer:
             request_logs,
             tracing,
         )
+        handler: Handler = api.handle
+        if options.logs_format == JSON:
+            handler = with_request_ids(handler, error_response)
         common = {
             "port": options.rest_api_port,
             "limits": http_limits(options),
@@ -263,14 +269,14 @@ class RestServer:
         self._http: HttpServer | NativeHttpServer
         if native is not None:
             self._http = native(
-                api.handle,
+                handler,
                 tls=tls.transport_tuple() if tls is not None else None,
                 spin_microseconds=options.grpc_dispatcher_spin_micros,
                 **common,
             )
         else:
             ssl = tls.ssl_context() if tls is not None else None
-            self._http = HttpServer(api.handle, ssl=ssl, **common)
+            self._http = HttpServer(handler, ssl=ssl, **common)
 
     @property
     def port(self) -> int:

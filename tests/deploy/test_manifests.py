@@ -23,7 +23,7 @@ import yaml
 from flask.testing import FlaskClient
 
 from controlplane.__main__ import build_parser as controlplane_parser
-from controlplane.config import Settings
+from controlplane.config import Settings, variables
 from dataplane import metrics
 from dataplane.options import ServerOptions, parse_options
 from examples.build import parse_args as parse_build_args
@@ -199,9 +199,8 @@ def compose_dataplanes() -> list[str]:
 
 @cache
 def env_names_read_by_controlplane() -> frozenset[str]:
-    """Every variable controlplane/config.py reads (it is the only module reading env)."""
-    source = (REPO / "controlplane" / "config.py").read_text()
-    return frozenset(re.findall(r'env\.get\(\s*"([A-Z0-9_]+)"', source))
+    """Every variable the control plane's settings read (config.py is its only env reader)."""
+    return frozenset(variables(Settings))
 
 
 def k8s_container_env(container: dict[str, Any]) -> dict[str, str]:
