@@ -12,7 +12,7 @@ MODELS_DIR ?= var/models
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps protos native native-deps test-native lint-native fuzz fuzz-native models run test test-fast lint format bench bench-deps clean
+.PHONY: install system-deps protos native native-deps test-native lint-native fuzz fuzz-native models run test test-fast test-deploy lint format bench bench-deps clean
 
 install: $(STAMP) $(PROTO_STAMP) $(NATIVE)
 
@@ -83,6 +83,12 @@ run: install
 
 test: install system-deps test-native
 	$(PY) -m pytest -q -ra
+
+# compose.yaml's stack in real containers, under faults (tests/deploy/test_stack.py, ~6 min);
+# `make test` runs it too. It needs a Docker engine and the images `make images` builds, and
+# fails (never skips) saying so when either is missing; logs land in test-artifacts/deploy/.
+test-deploy: install
+	$(PY) -m pytest -q -ra tests/deploy/test_stack.py
 
 test-fast: install system-deps
 	$(PY) -m pytest -q -ra -m "not slow"
