@@ -61,13 +61,15 @@ fuzz-native: native-deps
 	cd native && RUSTFLAGS=--cap-lints=warn RUSTC_BOOTSTRAP=1 cargo fuzz run request_path \
 	  target/fuzz-corpus/request_path fuzz/seeds/request_path -- -max_total_time=$(FUZZ_SECONDS) -timeout=20
 
-# Debian packages the tests use: a real PostgreSQL server and a real headless Chromium.
+# Debian packages the tests use: a real PostgreSQL server, a real headless Chromium, Prometheus,
+# and nginx (deploy/nginx/nginx.conf in front of real data planes, tests/deploy/test_nginx_conf.py).
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

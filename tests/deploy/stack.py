@@ -163,7 +163,7 @@ class Stack:
 
     def container(self, service: str) -> str:
         """The id of `service`'s container (running or not)."""
-        ids = self.compose("ps", "-q", service).split()
+        ids = self.compose("ps", "-a", "-q", service).split()
         if len(ids) != 1:
             raise StackError(f"{service}: expected one container, found {ids}")
         return ids[0]
