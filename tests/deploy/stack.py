@@ -129,8 +129,11 @@ class Stack:
         self.ports = Ports(*free_ports(4))
         token_file = workdir / "dataplane_token"
         token_file.write_text(secrets.token_hex(32) + "\n")
-        os.chown(token_file, IMAGE_USER, IMAGE_USER)
-        token_file.chmod(0o400)
+        try:
+            os.chown(token_file, IMAGE_USER, IMAGE_USER)
+            token_file.chmod(0o400)
+        except PermissionError:  # not root: readable by all, in a directory only we list
+            token_file.chmod(0o444)
         self.env = {
             **os.environ,
             "POSTGRES_PASSWORD": secrets.token_hex(16),
