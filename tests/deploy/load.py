@@ -8,10 +8,12 @@ for half_plus_two's exact answer. A wrong answer counts as a failure like an err
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
@@ -22,6 +24,15 @@ INSTANCES = [1.0, 2.0, 5.0]
 EXPECTED = [2.5, 3.0, 4.5]  # y = x / 2 + 2
 REQUEST_TIMEOUT_S = 10.0
 MAX_KEPT_ERRORS = 20
+NGINX_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "nginx.conf"
+
+
+def settle_seconds() -> float:
+    """How long a rolling restart waits after a plane serves again before stopping the next:
+    nginx leaves a plane that failed out for fail_timeout, and with both out it answers 502."""
+    timeouts = {int(s) for s in re.findall(r"fail_timeout=(\d+)s", NGINX_CONF.read_text())}
+    assert len(timeouts) == 1, timeouts
+    return timeouts.pop() + 1.0
 
 
 def predict_request() -> predict_pb2.PredictRequest:

@@ -16,9 +16,19 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
 
-from tests.deploy.load import EXPECTED, SteadyLoad, curl_predict, grpc_predict
+from tests.deploy.load import (
+    EXPECTED,
+    SteadyLoad,
+    curl_predict,
+    grpc_predict,
+    settle_seconds,
+)
 from tests.support.processes import DataPlaneProcess, free_ports, port_open, start_dataplane
 
 NGINX_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "nginx.conf"
@@ -110,8 +120,21 @@ def test_a_rolling_restart_under_load_fails_no_request(front_door: FrontDoor) ->
         time.sleep(1)
         for index in (0, 1):
             front_door.restart_plane(index)
-            time.sleep(1)
+            time.sleep(settle_seconds())
     counts = load.snapshot()
     print({kind: (c.total, c.failed) for kind, c in counts.items()})
     assert all(c.total >= 50 for c in counts.values()), counts
     assert [c.failed for c in counts.values()] == [0, 0], counts
+
+
+def test_admin_calls_are_refused_at_the_front_door(front_door: FrontDoor) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{front_door.grpc_port}") as channel:
+        reload = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest
+        with pytest.raises(grpc.RpcError) as refused:
+            reload(model_management_pb2.ReloadConfigRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        info = channel.unary_unary("/modelplane.DataPlaneInfo/GetInfo")
+        with pytest.raises(grpc.RpcError) as refused:
+            info(b"", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert front_door.predict() == (EXPECTED, EXPECTED)  # inference still goes through

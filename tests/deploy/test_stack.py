@@ -18,7 +18,13 @@ import grpc
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from tests.deploy.load import EXPECTED, SteadyLoad, curl_predict, grpc_predict
+from tests.deploy.load import (
+    EXPECTED,
+    SteadyLoad,
+    curl_predict,
+    grpc_predict,
+    settle_seconds,
+)
 from tests.deploy.stack import Stack, http, require_engine_and_images, run, wait_for
 from tests.support.processes import REPO_ROOT
 
@@ -137,7 +143,7 @@ def test_a_rolling_restart_under_load_fails_no_request(stack: Stack) -> None:
             stack.compose("stop", "-t", "40", service)  # SIGTERM: drain, then exit
             stack.compose("start", service)
             wait_for(f"restarted {service} serving", lambda s=service: serves_all(stack, s), 120)
-            time.sleep(2)
+            time.sleep(settle_seconds())
     counts = load.snapshot()
     for kind, c in counts.items():
         print(f"\nrolling restart, {kind}: {c.total} requests, {c.failed} failed {c.errors[:5]}")
