@@ -12,7 +12,7 @@ MODELS_DIR ?= var/models
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: images install system-deps protos native native-deps test-native lint-native fuzz fuzz-native models run test test-fast lint format bench bench-deps clean
+.PHONY: images install system-deps protos native native-deps test-native lint-native fuzz fuzz-native models run test test-fast test-deploy lint format bench bench-deps clean
 
 install: $(STAMP) $(PROTO_STAMP) $(NATIVE)
 
@@ -64,13 +64,15 @@ fuzz-native: native-deps
 	    || exit 1; \
 	done
 
-# Debian packages the tests use: a real PostgreSQL server and a real headless Chromium.
+# Debian packages the tests use: a real PostgreSQL server, a real headless Chromium, Prometheus,
+# and nginx (deploy/nginx/nginx.conf in front of real data planes, tests/deploy/test_nginx_conf.py).
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -84,8 +86,14 @@ models: install
 run: install
 	$(PY) scripts/run_stack.py
 
-test: install system-deps test-native
+test: install system-deps test-native images
 	$(PY) -m pytest -q -ra
+
+# compose.yaml's stack in real containers, under faults (tests/deploy/test_stack.py, ~6 min);
+# `make test` runs it too. It needs a Docker engine and the images `make images` builds, and
+# fails (never skips) saying so when either is missing; logs land in test-artifacts/deploy/.
+test-deploy: install images
+	$(PY) -m pytest -q -ra tests/deploy/test_stack.py
 
 test-fast: install system-deps
 	$(PY) -m pytest -q -ra -m "not slow"

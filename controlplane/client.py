@@ -69,9 +69,12 @@ class PlaneClient:
     ) -> None:
         self.address = address
         self.deadline_s = deadline_s
-        credentials = credentials or PlaneCredentials()
-        self._metadata = credentials.metadata
-        self._channel = credentials.channel(address)
+        self._credentials = credentials or PlaneCredentials()
+        self._metadata = self._credentials.metadata
+        self._open()
+
+    def _open(self) -> None:
+        self._channel = self._credentials.channel(self.address)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._info = info_pb2_grpc.DataPlaneInfoStub(self._channel)
 
@@ -147,6 +150,13 @@ class PlaneClient:
             metadata = (*self._metadata, (HEADER, request_ids.current()))
             return method(request, timeout=self.deadline_s, metadata=metadata)
         except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # The connection may be dead without knowing it (a plane cut off the network:
+                # TCP keeps retransmitting, and after the link is back its backed-off retries
+                # can take half a minute to get through). A new channel resolves and connects
+                # anew at the next call.
+                self.close()
+                self._open()
             if err.code() in RETRYABLE:
                 raise PlaneUnreachable(err.code().name, err.details() or "") from err
             raise PlaneRejected(f"{err.code().name}: {err.details()}") from err

@@ -23,6 +23,9 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # A plane's client replaces its channel after a timed-out call (client.py); with gRPC's
+    # process-wide subchannel pool the new channel would get the same dead connection back.
+    ("grpc.use_local_subchannel_pool", 1),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]

@@ -426,10 +426,15 @@ class ModelHandlers:
     once, and a caller who leaves before its turn cancels it."""
 
     def __init__(
-        self, manager: ModelManager, reloads: ReloadQueue[model_management_pb2.ReloadConfigResponse]
+        self,
+        manager: ModelManager,
+        reloads: ReloadQueue[model_management_pb2.ReloadConfigResponse],
+        on_applied: Callable[[ModelServerConfig], None] | None = None,
     ) -> None:
+        """`on_applied` sees each config a reload applied (--last_config_file keeps it)."""
         self._manager = manager
         self._reloads = reloads
+        self._on_applied = on_applied
 
     def get_model_status(
         self, request: get_model_status_pb2.GetModelStatusRequest
@@ -468,6 +473,8 @@ class ModelHandlers:
         if report.code is not Code.OK:
             raise ServingError(report.code, report.message)
         log.info("Applied HandleReloadConfigRequest: %s", dict(report.models))
+        if self._on_applied is not None:
+            self._on_applied(config)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = int(Code.OK)
         return response

@@ -88,6 +88,7 @@ class ServerOptions:
     tracing_otlp_endpoint: str = ""
     tracing_sample_ratio: float = 1.0
     admin_token_file: str = ""
+    last_config_file: str = ""
     model_base_path_prefixes: str = ""
     max_queued_reloads: int = 2
     log_format: str = ""  # empty: $MODELPLANE_LOG_FORMAT (see logs_format)
@@ -176,6 +177,10 @@ _HELP: dict[str, str] = {
     "admin_token_file": "File holding the token admin calls (HandleReloadConfigRequest, "
     "modelplane.*) must send as 'authorization: Bearer <token>'; empty: admin calls are open, "
     "as in TF Serving (modelplane extension; docs/security.md)",
+    "last_config_file": "Keep the config the last reload applied in this file and serve it at "
+    "the next start before the ports open, so a restarted plane answers no NOT_FOUND while it "
+    "waits for its control plane; unused with --model_config_file or --model_base_path "
+    "(modelplane extension)",
     "model_base_path_prefixes": "Comma-separated directories every model base_path must lie "
     "under (after resolving '..' and symlinks); empty: any path (modelplane extension)",
     "max_queued_reloads": "HandleReloadConfigRequest calls that may wait behind the one being "

@@ -11,12 +11,14 @@ import functools
 import gc
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from dataplane import config as model_config
-from dataplane import metrics, supervision
+from dataplane import last_config, metrics, supervision
 from dataplane.admin_auth import OPEN_WARNING, AdminTokenError, read_admin_auth
 from dataplane.batching import BatchingConfig, BatchingRunner, read_batching_config
+from dataplane.config import ModelServerConfig
 from dataplane.errors import Code, ServingError
 from dataplane.grpc_server import GrpcServer
 from dataplane.grpc_service import ModelHandlers, PredictionHandlers, serving_routes
@@ -213,7 +215,7 @@ class DataPlane:
                 request_logs=self.request_logs,
                 tracing=self.tracing,
             ),
-            ModelHandlers(self.manager, self._reloads),
+            ModelHandlers(self.manager, self._reloads, self._remember_config()),
             InfoService(self.manager),
             self.health if self.options.enable_grpc_healthcheck_service else None,
         )
@@ -225,8 +227,12 @@ class DataPlane:
             admin_auth=admin_auth,
         )
 
+    def _remember_config(self) -> Callable[[ModelServerConfig], None] | None:
+        path = self.options.last_config_file
+        return functools.partial(last_config.save, path) if path else None
+
     def start(self) -> None:
-        """Apply the initial config, then open the ports."""
+        """Apply the initial config (else the last one a reload applied), then open the ports."""
         try:
             initial = model_config.initial_config(self.options)
         except model_config.ConfigError as exc:
@@ -235,6 +241,8 @@ class DataPlane:
             report = self.manager.apply_config(initial)
             if report.code:
                 raise StartupError(report.message, report.code)
+        elif self.options.last_config_file:
+            self._apply_last_config(self.options.last_config_file)
         self.manager.start()
         self._start_grpc()
         self._start_rest()
@@ -244,6 +252,21 @@ class DataPlane:
         log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", self.grpc_port)
         if self.rest is not None:
             log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest.port)
+
+    def _apply_last_config(self, path: str) -> None:
+        """Serve what a reload last applied; if that fails now (a model gone from disk),
+        start empty and let the control plane push: a stale file must not keep the plane
+        down."""
+        saved = last_config.load(path)
+        if saved is None:
+            return
+        report = self.manager.apply_config(saved)
+        if report.code:
+            log.warning(
+                "--last_config_file %s not applied, starting empty: %s", path, report.message
+            )
+        else:
+            log.info("serving --last_config_file %s until the control plane pushes", path)
 
     def _start_grpc(self) -> None:
         addresses = [f"0.0.0.0:{self.options.port}"]

@@ -37,6 +37,8 @@ CONTROLPLANE_PORT = 5000
 MONITORING_CONFIG = "/etc/modelplane/monitoring.config"
 MODELS_DIR = "/models"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+FRONT_DOOR = "nginx"  # compose's only image of ours that runs no Python (deploy/nginx/)
+NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -134,11 +136,11 @@ def pod_containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
 
 @cache
 def our_images() -> dict[str, str]:
-    """Image name (no tag) -> Dockerfile path, from the services that build them."""
+    """Image name (no tag) -> Dockerfile path, from the services that build a Python image."""
     return {
         svc["image"].split(":")[0]: svc["build"]["dockerfile"]
-        for svc in services().values()
-        if "build" in svc
+        for name, svc in services().items()
+        if "build" in svc and name != FRONT_DOOR
     }
 
 
@@ -402,10 +404,43 @@ def test_kubernetes_probes_ask_the_grpc_health_service() -> None:
     assert grace["terminationGracePeriodSeconds"] > ServerOptions().grace_period_seconds
 
 
-def test_compose_publishes_the_dataplane_ports_it_configures() -> None:
+def nginx_upstreams() -> dict[str, list[str]]:
+    """Upstream name -> its `server` addresses, from deploy/nginx/nginx.conf."""
+    blocks = re.findall(r"upstream (\w+) \{(.*?)\}", NGINX_CONF.read_text(), re.S)
+    return {name: re.findall(r"^\s*server (\S+)", body, re.M) for name, body in blocks}
+
+
+def test_nginx_balances_both_ports_of_every_dataplane() -> None:
+    planes = compose_dataplanes()
+    assert nginx_upstreams() == {
+        "dataplanes_grpc": [f"{n}:{GRPC_PORT}" for n in planes],
+        "dataplanes_rest": [f"{n}:{REST_PORT}" for n in planes],
+    }
+    conf = NGINX_CONF.read_text()
+    assert f"listen {GRPC_PORT} http2;" in conf and "grpc_pass grpc://dataplanes_grpc;" in conf
+    assert f"listen {REST_PORT};" in conf and "proxy_pass http://dataplanes_rest;" in conf
+    for retry in ("grpc_next_upstream", "proxy_next_upstream"):  # a refused plane is skipped
+        assert f"{retry} error timeout non_idempotent;" in conf, retry
+
+
+def test_compose_publishes_only_the_front_door_and_its_mounted_config() -> None:
+    nginx = services()[FRONT_DOOR]
+    assert {int(p.rsplit(":", 1)[1]) for p in nginx["ports"]} == {GRPC_PORT, REST_PORT}
+    assert nginx["volumes"] == ["./deploy/nginx/nginx.conf:/etc/nginx/nginx.conf:ro"]
+    assert set(nginx["depends_on"]) == set(compose_dataplanes())
     for name in compose_dataplanes():
-        inside = {int(p.rsplit(":", 1)[1]) for p in services()[name]["ports"]}
-        assert inside == {GRPC_PORT, REST_PORT}, name
+        assert "ports" not in services()[name], name
+
+
+def test_compose_networks_let_a_dataplane_be_cut_off_the_controlplane_alone() -> None:
+    """`fleet` is the only link between the control plane and the data planes, and nginx is
+    not on it: disconnecting a plane from `fleet` stops its config pushes, not its traffic."""
+    nets = {name: set(svc.get("networks", [])) for name, svc in services().items()}
+    for name in compose_dataplanes():
+        assert nets[name] & nets["controlplane"] == {"fleet"}, name
+        assert nets[name] & nets[FRONT_DOOR] == {"serving"}, name
+    assert {n for n, on in nets.items() if "fleet" in on} == {"controlplane", *compose_dataplanes()}
+    assert set(compose()["networks"]) == set().union(*nets.values())
 
 
 # -- control plane ----------------------------------------------------------------------------
@@ -518,7 +553,8 @@ def test_kubernetes_runs_the_images_compose_builds() -> None:
         for c in pod_containers(w)
         if image_name(c["image"]) in our_images()
     }
-    assert images == {svc["image"] for svc in services().values() if "build" in svc}
+    built = {svc["image"] for name, svc in services().items() if "build" in svc}
+    assert images == built - {services()[FRONT_DOOR]["image"]}  # Kubernetes has its Ingress
     assert {i["name"] for i in kustomization()["images"]} == set(our_images())
     assert set(our_images()) == {"modelplane-dataplane", "modelplane-controlplane"}
 
@@ -548,9 +584,10 @@ def test_compose_requires_every_secret_and_ships_no_default():
     assert services()["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith(
         "${POSTGRES_PASSWORD:?"
     )
-    assert compose()["secrets"] == {
-        "dataplane_token": {"environment": "MODELPLANE_DATAPLANE_TOKEN"}
-    }
+    # a file named in .env: docker-compose 1.29 (Debian's) knows no `environment:` secrets
+    token = compose()["secrets"]["dataplane_token"]
+    assert token == {"file": token["file"]}
+    assert token["file"].startswith("${MODELPLANE_DATAPLANE_TOKEN_FILE:?")
 
 
 def test_compose_dataplanes_require_the_token_the_controlplane_sends():
