@@ -79,7 +79,7 @@ IMAGES = (
     ),
     Image("modelplane/postgres", "deploy/docker/Dockerfile.postgres"),
     Image("modelplane/prometheus", "deploy/docker/Dockerfile.prometheus"),
-    Image("modelplane/nginx", "deploy/docker/Dockerfile.nginx"),
+    Image("modelplane-nginx", "deploy/docker/Dockerfile.nginx", extra_tags=("latest",)),
 )
 
 _COPY = re.compile(r"^COPY\s+(?!--from)(?:--\S+\s+)*(.+)$")

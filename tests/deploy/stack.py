@@ -26,9 +26,9 @@ from tests.support.processes import REPO_ROOT, free_ports
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"
 OVERRIDE_FILE = Path(__file__).with_name("compose.override.yaml")
 LOCAL_IMAGES = (
-    "modelplane/dataplane:local",
-    "modelplane/controlplane:local",
-    "modelplane/nginx:local",
+    "modelplane-dataplane:latest",
+    "modelplane-controlplane:latest",
+    "modelplane-nginx:latest",
     "modelplane/postgres:local",
     "modelplane/prometheus:local",
 )

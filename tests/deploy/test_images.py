@@ -172,7 +172,7 @@ def test_prometheus_reads_its_config_path_and_answers_ready() -> None:
 
 
 def test_nginx_accepts_the_front_door_config_as_www_data() -> None:
-    assert inspect("modelplane/nginx:local")["User"] == "www-data"
+    assert inspect("modelplane-nginx:local")["User"] == "www-data"
     hosts = ["--add-host", "dataplane-1:127.0.0.1", "--add-host", "dataplane-2:127.0.0.1"]
-    result = docker("run", "--rm", *hosts, "--entrypoint", "nginx", "modelplane/nginx:local", "-t")
+    result = docker("run", "--rm", *hosts, "--entrypoint", "nginx", "modelplane-nginx:local", "-t")
     assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
