@@ -302,7 +302,7 @@ def http_json(
             return response.status, _decode(response.read())
     except urllib.error.HTTPError as err:
         return err.code, _decode(err.read())
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+    except OSError:  # refused, reset, timed out (URLError is one too)
         return 0, None
 
 

@@ -8,19 +8,18 @@ those `make images` builds. Each data plane is also reached on its own, at its a
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import secrets
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scripts.run_stack import http_json
 from tests.support.processes import REPO_ROOT, free_ports
 
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"
@@ -88,27 +87,8 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float, every_s: fl
     return time.monotonic() - started
 
 
-def http(
-    method: str, url: str, body: Any = None, token: str = "", timeout: float = 5.0
-) -> tuple[int, Any]:
-    """(status, decoded JSON or None); status 0 when nothing answered."""
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        raw = err.read()
-        try:
-            return err.code, json.loads(raw) if raw else None
-        except ValueError:
-            return err.code, None
-    except (OSError, ValueError):
-        return 0, None
+# The control plane's JSON API, as `make run` talks to it; a short timeout keeps polls brisk.
+http = functools.partial(http_json, timeout=5.0)
 
 
 @dataclass(frozen=True)
